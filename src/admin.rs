@@ -1,0 +1,110 @@
+//! Admin server on its own port: Prometheus `/metrics`, liveness `/healthz`, readiness `/readyz`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::drain::Drain;
+
+/// Whether this process should receive traffic: started, and not draining.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    started: Arc<AtomicBool>,
+    drain: Drain,
+}
+
+impl Readiness {
+    pub fn new(drain: Drain) -> Self {
+        Self {
+            started: Arc::default(),
+            drain,
+        }
+    }
+
+    /// Called once every listener is bound and initial discovery has run.
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Acquire) && !self.drain.is_draining()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct AdminState {
+    metrics: PrometheusHandle,
+    readiness: Readiness,
+}
+
+/// The admin router (exposed for tests that drive it without a socket).
+pub fn router(metrics: PrometheusHandle, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(AdminState { metrics, readiness })
+}
+
+async fn render_metrics(
+    State(s): State<AdminState>,
+) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn ready(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if s.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else if s.readiness.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+/// A bound admin server.
+#[derive(Debug)]
+pub struct Admin {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Admin {
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: PrometheusHandle,
+        readiness: Readiness,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            router: router(metrics, readiness),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `drain` reaches the closing step. The admin port outlives the drain delay
+    /// so that `/readyz` can report `draining`.
+    pub async fn run(self, drain: Drain) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        info!(%addr, "Admin server listening");
+        // A periodic upkeep keeps histogram summaries bounded (metrics-exporter-prometheus).
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { drain.closing().await })
+            .await
+    }
+}

@@ -1,0 +1,256 @@
+//! Wiring: builds the shared pieces, binds every listener of the chosen mode, runs, drains.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    activator::Activator,
+    adapter::Adapter,
+    admin::{Admin, Readiness},
+    autoscaler::{AutoscalerClient, ClientConfig, ConcurrencyReporter, LocalAutoscaler},
+    backends::Backends,
+    cli::Mode,
+    config::{Config, DiscoveryKind, SharedConfig, reload},
+    discovery,
+    drain::Drain,
+    endpoints::Endpoints,
+    metrics,
+};
+
+/// What every component is handed: the live config, the drain state, readiness, identity.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The config in force; `changed()` fires on every applied reload.
+    pub config: watch::Receiver<SharedConfig>,
+    pub drain: Drain,
+    pub readiness: Readiness,
+    /// `pod_name` sent in stats.
+    pub pod_name: Arc<str>,
+}
+
+impl Context {
+    /// The config in force now.
+    pub fn current(&self) -> SharedConfig {
+        self.config.borrow().clone()
+    }
+}
+
+/// The addresses actually bound (ports may have been 0 in the config).
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    pub admin: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub h2c: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+    pub autoscaler: Option<SocketAddr>,
+}
+
+/// A process with every listener bound, not yet serving.
+#[derive(Debug)]
+pub struct App {
+    ctx: Context,
+    addrs: Addrs,
+    admin: Admin,
+    mode: Running,
+    local: Option<LocalAutoscaler>,
+    /// Cancelled after everything has drained; stops background loops (config watch, local pods).
+    exit: CancellationToken,
+}
+
+#[derive(Debug)]
+enum Running {
+    Activator(Activator),
+    Adapter(Adapter),
+    Autoscaler,
+}
+
+impl App {
+    /// Builds the shared pieces and binds every listener the mode needs.
+    pub async fn bind(mode: Mode, config: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let handle = metrics::install();
+        let drain = Drain::new();
+        let readiness = Readiness::new(drain.clone());
+        let exit = CancellationToken::new();
+        let pod_name: Arc<str> = config.resolved_pod_name().into();
+        let listen = config.listen.clone();
+        let config_rx = reload::spawn(path, config.clone(), exit.clone());
+        let ctx = Context {
+            config: config_rx,
+            drain: drain.clone(),
+            readiness: readiness.clone(),
+            pod_name,
+        };
+
+        let admin = Admin::bind(listen.admin, handle, readiness)
+            .await
+            .with_context(|| format!("cannot bind listen.admin {}", listen.admin))?;
+        let mut addrs = Addrs {
+            admin: Some(admin.local_addr()?),
+            ..Addrs::default()
+        };
+
+        // The local autoscaler serves autoscaler mode, and is embedded by the other modes
+        // when no external autoscaler URL is configured.
+        let local = if mode == Mode::Autoscaler || config.autoscaler.url.is_none() {
+            let local = LocalAutoscaler::bind(&ctx)
+                .await
+                .with_context(|| format!("cannot bind listen.autoscaler {}", listen.autoscaler))?;
+            addrs.autoscaler = Some(local.local_addr());
+            Some(local)
+        } else {
+            None
+        };
+
+        let running = match mode {
+            Mode::Autoscaler => Running::Autoscaler,
+            Mode::Activator | Mode::Adapter => {
+                let url = match (&config.autoscaler.url, &local) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(local)) => format!("ws://{}", local.local_addr()),
+                    (None, None) => unreachable!("a local autoscaler is bound when no URL is set"),
+                };
+                let client = AutoscalerClient::spawn(
+                    ClientConfig {
+                        url,
+                        encoding: config.autoscaler.encoding,
+                        pod_name: ctx.pod_name.clone(),
+                        send_queue: config.autoscaler.send_queue,
+                    },
+                    exit.clone(),
+                );
+                let discovered = discovered_endpoints(&ctx, &config, local.as_ref(), exit.clone());
+                let backends = Backends::spawn(ctx.config.clone(), discovered, exit.clone());
+                if mode == Mode::Activator {
+                    let reporter = ConcurrencyReporter::spawn(client, exit.clone());
+                    let activator = Activator::bind(&ctx, reporter, backends).await?;
+                    let (http, h2c) = activator.local_addrs();
+                    addrs.http = Some(http);
+                    addrs.h2c = Some(h2c);
+                    Running::Activator(activator)
+                } else {
+                    let adapter = Adapter::bind(&ctx, client, backends.healthy()).await?;
+                    addrs.grpc = Some(adapter.local_addr());
+                    Running::Adapter(adapter)
+                }
+            }
+        };
+        Ok(Self {
+            ctx,
+            addrs,
+            admin,
+            mode: running,
+            local,
+            exit,
+        })
+    }
+
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
+    }
+
+    /// The drain state, so that an embedding program (or a test) can trigger shutdown.
+    pub fn drain(&self) -> &Drain {
+        &self.ctx.drain
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness fails at once, listeners keep
+    /// accepting for `shutdown.drain_delay`, then stop; in-flight work gets `grace_period`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            ctx,
+            addrs,
+            admin,
+            mode,
+            local,
+            exit,
+        } = self;
+        info!(?addrs, "kactivator started");
+        let drain = ctx.drain.clone();
+        let admin_task = tokio::spawn(admin.run(drain.clone()));
+        // Local pods must outlive the data path: queued requests still need them while draining.
+        let pods_stop = CancellationToken::new();
+        let local_task: Option<JoinHandle<()>> =
+            local.map(|l| tokio::spawn(l.run(pods_stop.clone())));
+        let mut mode_task: JoinHandle<anyhow::Result<()>> = match mode {
+            Running::Activator(a) => tokio::spawn(async move { a.run().await.map_err(Into::into) }),
+            Running::Adapter(a) => tokio::spawn(async move { a.run().await.map_err(Into::into) }),
+            Running::Autoscaler => {
+                let drain = drain.clone();
+                tokio::spawn(async move {
+                    drain.closing().await;
+                    Ok(())
+                })
+            }
+        };
+        ctx.readiness.set_started();
+
+        let mut early = None;
+        tokio::select! {
+            () = shutdown => info!("Shutdown requested; draining"),
+            res = &mut mode_task => {
+                early = Some(res);
+            }
+        }
+        let cfg = ctx.current();
+        drain.start_draining();
+        if early.is_none() && !cfg.shutdown.drain_delay.is_zero() {
+            info!(delay = ?cfg.shutdown.drain_delay, "Readiness failing; still accepting during the drain delay");
+            tokio::time::sleep(cfg.shutdown.drain_delay).await;
+        }
+        drain.start_closing();
+        let grace = cfg.shutdown.grace_period;
+        let result = match early {
+            Some(res) => flatten(res),
+            None => match tokio::time::timeout(grace, &mut mode_task).await {
+                Ok(res) => flatten(res),
+                Err(_) => {
+                    warn!(?grace, "Grace period over; abandoning in-flight requests");
+                    mode_task.abort();
+                    Ok(())
+                }
+            },
+        };
+        pods_stop.cancel();
+        if let Some(task) = local_task {
+            // The local autoscaler bounds its own SIGTERM → SIGKILL sequence.
+            let _ = task.await;
+        }
+        exit.cancel();
+        match admin_task.await {
+            Ok(Err(error)) => warn!(%error, "Admin server failed"),
+            Err(error) => warn!(%error, "Admin server panicked"),
+            Ok(Ok(())) => {}
+        }
+        info!("kactivator stopped");
+        result
+    }
+}
+
+fn flatten(res: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match res {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+    }
+}
+
+fn discovered_endpoints(
+    ctx: &Context,
+    config: &Config,
+    local: Option<&LocalAutoscaler>,
+    exit: CancellationToken,
+) -> watch::Receiver<Endpoints> {
+    match (config.discovery, local) {
+        (DiscoveryKind::Local, Some(local)) => local.endpoints(),
+        (DiscoveryKind::Local, None) => crate::autoscaler::remote_endpoints(
+            config.autoscaler.url.clone().unwrap_or_default(),
+            exit,
+        ),
+        (DiscoveryKind::Static | DiscoveryKind::Kubernetes, _) => {
+            discovery::spawn_static(ctx.config.clone(), exit)
+        }
+    }
+}

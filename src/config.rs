@@ -1,0 +1,284 @@
+//! Configuration: the file schema, validation with key-naming errors, and hot reload.
+
+mod file;
+pub mod reload;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+pub use file::{
+    ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
+    ProbeStyle, RevisionConfig, ShutdownConfig, TlsConfig,
+};
+
+use crate::revision::RevisionKey;
+
+/// The file the binary reads when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "kactivator.yaml";
+
+/// A configuration that could not be loaded. Each message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Parse { key: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Error {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated configuration, shared read-only. Reloads publish a new one.
+pub type SharedConfig = Arc<Config>;
+
+/// Reads `path`, or the default file in the working directory, or the defaults.
+pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Error> {
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = PathBuf::from(DEFAULT_FILE);
+            p.exists().then_some(p)
+        }
+    };
+    let Some(path) = path else {
+        let cfg = Config::default();
+        cfg.validate()?;
+        return Ok((cfg, None));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((Config::parse(&text)?, Some(path)))
+}
+
+impl Config {
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        // An empty file is a valid, all-defaults configuration.
+        if text.trim().is_empty() {
+            let cfg = Config::default();
+            cfg.validate()?;
+            return Ok(cfg);
+        }
+        let de = serde_norway::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            Error::Parse {
+                key: if key == "." { "config".into() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: names, ranges, cross-field rules.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !is_dns_name(&self.cluster_domain) {
+            return Err(Error::invalid("cluster_domain", "must be a DNS name"));
+        }
+        // Knative's stats endpoint is plain ws:// inside the cluster; no TLS client is built in.
+        if let Some(url) = self.autoscaler.url.as_ref().filter(|u| !u.starts_with("ws://")) {
+            return Err(Error::invalid(
+                "autoscaler.url",
+                format!("`{url}` must start with ws://"),
+            ));
+        }
+        if self.autoscaler.send_queue == 0 {
+            return Err(Error::invalid(
+                "autoscaler.send_queue",
+                "must be at least 1",
+            ));
+        }
+        if self.discovery == DiscoveryKind::Kubernetes {
+            return Err(Error::invalid(
+                "discovery",
+                "`kubernetes` is not available in this build; use `static` or `local`",
+            ));
+        }
+        let a = &self.activator;
+        if a.queue_depth == 0 {
+            return Err(Error::invalid(
+                "activator.queue_depth",
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("activator.queue_timeout", a.queue_timeout),
+            ("activator.probe_period", a.probe_period),
+            ("activator.probe_timeout", a.probe_timeout),
+            ("activator.connect_timeout", a.connect_timeout),
+            ("adapter.poke_interval", self.adapter.poke_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(key, "must be greater than 0"));
+            }
+        }
+        if !a.probe_path.starts_with('/') {
+            return Err(Error::invalid("activator.probe_path", "must start with /"));
+        }
+        if a.max_retries > 10 {
+            return Err(Error::invalid(
+                "activator.max_retries",
+                "must be at most 10",
+            ));
+        }
+        if a.max_header_bytes < 1024 {
+            return Err(Error::invalid(
+                "activator.max_header_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.adapter.check_valid_use_count < 0 {
+            return Err(Error::invalid(
+                "adapter.check_valid_use_count",
+                "must not be negative",
+            ));
+        }
+        let mut names: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut hosts: HashMap<String, usize> = HashMap::new();
+        for (i, r) in self.revisions.iter().enumerate() {
+            let at = |field: &str| format!("revisions[{i}].{field}");
+            if !is_dns_label(&r.namespace) {
+                return Err(Error::invalid(
+                    at("namespace"),
+                    format!("`{}` is not a DNS label", r.namespace),
+                ));
+            }
+            if !is_dns_label(&r.name) {
+                return Err(Error::invalid(
+                    at("name"),
+                    format!("`{}` is not a DNS label", r.name),
+                ));
+            }
+            if let Some(j) = names.insert((&r.namespace, &r.name), i) {
+                return Err(Error::invalid(
+                    at("name"),
+                    format!(
+                        "{}/{} is also defined by revisions[{j}]",
+                        r.namespace, r.name
+                    ),
+                ));
+            }
+            for (k, h) in r.hosts.iter().enumerate() {
+                let host = h.to_ascii_lowercase();
+                if !is_dns_name(&host) {
+                    return Err(Error::invalid(
+                        format!("revisions[{i}].hosts[{k}]"),
+                        format!("`{h}` is not a host name"),
+                    ));
+                }
+                if let Some(j) = hosts.insert(host, i) {
+                    return Err(Error::invalid(
+                        format!("revisions[{i}].hosts[{k}]"),
+                        format!("`{h}` is also a host of revisions[{j}]"),
+                    ));
+                }
+            }
+            if r.timeout.is_zero() {
+                return Err(Error::invalid(at("timeout"), "must be greater than 0"));
+            }
+            if r.max_scale == 0 {
+                return Err(Error::invalid(at("max_scale"), "must be at least 1"));
+            }
+            if r.min_scale > r.max_scale {
+                return Err(Error::invalid(at("min_scale"), "must not exceed max_scale"));
+            }
+            if !(r.target.is_finite() && r.target > 0.0) {
+                return Err(Error::invalid(
+                    at("target"),
+                    "must be a number greater than 0",
+                ));
+            }
+            if self.discovery == DiscoveryKind::Local && r.command.is_empty() {
+                return Err(Error::invalid(
+                    at("command"),
+                    "is required with `discovery: local`",
+                ));
+            }
+            if r.startup_timeout.is_zero() {
+                return Err(Error::invalid(
+                    at("startup_timeout"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod name sent in stats: the file, else `$POD_NAME`, else the host name.
+    pub fn resolved_pod_name(&self) -> String {
+        if let Some(name) = self.pod_name.as_ref().filter(|n| !n.is_empty()) {
+            return name.clone();
+        }
+        if let Some(name) = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()) {
+            return name;
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "kactivator".into())
+    }
+
+    /// Looks up a configured revision.
+    pub fn revision(&self, key: &RevisionKey) -> Option<&RevisionConfig> {
+        self.revisions
+            .iter()
+            .find(|r| r.name == key.name() && r.namespace == key.namespace())
+    }
+
+    /// The probe style in force for the configured discovery.
+    pub fn probe_style(&self) -> ProbeStyle {
+        match (self.activator.probe_style, self.discovery) {
+            (ProbeStyle::Auto, DiscoveryKind::Kubernetes) => ProbeStyle::Knative,
+            (ProbeStyle::Auto, DiscoveryKind::Static) => ProbeStyle::Http,
+            (ProbeStyle::Auto, DiscoveryKind::Local) => ProbeStyle::Tcp,
+            (style, _) => style,
+        }
+    }
+}
+
+impl RevisionConfig {
+    /// The key of this revision.
+    pub fn key(&self) -> RevisionKey {
+        RevisionKey::new(&self.namespace, &self.name)
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests;

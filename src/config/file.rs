@@ -1,0 +1,278 @@
+//! The serde schema of `kactivator.yaml`, with every default in one place.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// The whole configuration file. Unknown keys are errors, missing keys take the defaults below.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Name sent as `pod_name` in stats; default `$POD_NAME`, else the host name.
+    pub pod_name: Option<String>,
+    /// Cluster domain used to recognise `<rev>.<ns>.svc.<domain>` hosts.
+    pub cluster_domain: String,
+    pub listen: Listen,
+    pub autoscaler: AutoscalerConfig,
+    pub discovery: DiscoveryKind,
+    pub activator: ActivatorConfig,
+    pub adapter: AdapterConfig,
+    pub shutdown: ShutdownConfig,
+    pub revisions: Vec<RevisionConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pod_name: None,
+            cluster_domain: "cluster.local".into(),
+            listen: Listen::default(),
+            autoscaler: AutoscalerConfig::default(),
+            discovery: DiscoveryKind::Static,
+            activator: ActivatorConfig::default(),
+            adapter: AdapterConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            revisions: Vec::new(),
+        }
+    }
+}
+
+/// Listen addresses. Changing them needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Activator: HTTP/1.1 and h2c with prior knowledge.
+    pub http: SocketAddr,
+    /// Activator: h2c.
+    pub h2c: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: SocketAddr,
+    /// Adapter gRPC.
+    pub grpc: SocketAddr,
+    /// Autoscaler stats websocket (autoscaler mode and the embedded autoscaler).
+    pub autoscaler: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8012)),
+            h2c: SocketAddr::from(([127, 0, 0, 1], 8013)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 6100)),
+            autoscaler: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Where stats go and how they are encoded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoscalerConfig {
+    /// Knative stats endpoint (`ws://host:port`). Absent: the local autoscaler is embedded.
+    pub url: Option<String>,
+    pub encoding: Encoding,
+    /// Frames waiting to be written while connected; beyond it frames are dropped and counted.
+    pub send_queue: usize,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            encoding: Encoding::Protobuf,
+            send_queue: 1024,
+        }
+    }
+}
+
+/// Stats wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// `WireStatMessages` (Knative Serving >= 0.17).
+    Protobuf,
+    /// One gob `StatMessage` per frame, v0.5/v0.6 shape (the 2019 Mixer adapter).
+    Gob,
+}
+
+/// Source of revision endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryKind {
+    /// `revisions[].endpoints`, hot-reloaded with the file.
+    Static,
+    /// Pods started by the local autoscaler from `revisions[].command`.
+    Local,
+    /// Kubernetes EndpointSlices.
+    Kubernetes,
+}
+
+/// How a pod is judged healthy by the prober.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStyle {
+    /// `knative` for kubernetes discovery, `http` for static, `tcp` for local.
+    Auto,
+    /// Knative queue-proxy: 200 with body `queue`.
+    Knative,
+    /// Any 2xx on `probe_path`.
+    Http,
+    /// A TCP connect succeeds.
+    Tcp,
+}
+
+/// Buffering activator settings (hot-reloadable).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivatorConfig {
+    /// Requests waiting per revision; beyond it 503 + Retry-After.
+    pub queue_depth: usize,
+    /// Longest wait for capacity; then 503.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub probe_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    pub probe_path: String,
+    pub probe_style: ProbeStyle,
+    /// TCP connect timeout to a pod; a timed-out connect is retried on another pod.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Extra attempts for requests that never reached a pod.
+    pub max_retries: u32,
+    /// Largest request head accepted from clients (HTTP/1.1), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ActivatorConfig {
+    fn default() -> Self {
+        Self {
+            queue_depth: 10_000,
+            queue_timeout: Duration::from_secs(300),
+            probe_period: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(300),
+            probe_path: "/healthz".into(),
+            probe_style: ProbeStyle::Auto,
+            connect_timeout: Duration::from_secs(1),
+            max_retries: 3,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Mixer / ext_authz adapter settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// At most one poke per revision per interval.
+    #[serde(with = "humantime_serde")]
+    pub poke_interval: Duration,
+    /// `CheckResult.valid_duration` returned to Mixer.
+    #[serde(with = "humantime_serde")]
+    pub check_valid_duration: Duration,
+    /// `CheckResult.valid_use_count` returned to Mixer.
+    pub check_valid_use_count: i32,
+    /// >0: CHECK / ext_authz answer only once the revision has a ready pod, or after this long.
+    #[serde(with = "humantime_serde")]
+    pub hold_until_ready: Duration,
+    /// HTTP/2 connections are closed (GOAWAY) after this age so that Mixer re-balances.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            poke_interval: Duration::from_secs(1),
+            check_valid_duration: Duration::from_secs(1),
+            check_valid_use_count: 10_000,
+            hold_until_ready: Duration::ZERO,
+            max_connection_age: Duration::from_secs(300),
+            tls: None,
+        }
+    }
+}
+
+/// Server TLS for the adapter; with `client_ca`, clients must present a certificate (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, keep accepting for this long while readiness fails (endpoints catch up).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Hard deadline for in-flight and queued work after the drain delay.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One Knative revision (or local service).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevisionConfig {
+    pub namespace: String,
+    pub name: String,
+    /// Extra Host names routed to this revision.
+    pub hosts: Vec<String>,
+    /// Concurrent requests per pod; 0 = unlimited.
+    pub container_concurrency: u32,
+    /// Whole request, queueing included; then 504.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// discovery: static.
+    pub endpoints: Vec<SocketAddr>,
+    /// discovery: local; started with `PORT=<port>` set.
+    pub command: Vec<String>,
+    /// discovery: local; extra environment for `command`.
+    pub env: std::collections::BTreeMap<String, String>,
+    pub min_scale: u32,
+    pub max_scale: u32,
+    /// Local autoscaler: target concurrency per pod.
+    pub target: f64,
+    #[serde(with = "humantime_serde")]
+    pub scale_to_zero_after: Duration,
+    /// Local autoscaler: a pod that is not ready after this long is killed and restarted.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for RevisionConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            name: String::new(),
+            hosts: Vec::new(),
+            container_concurrency: 0,
+            timeout: Duration::from_secs(300),
+            endpoints: Vec::new(),
+            command: Vec::new(),
+            env: Default::default(),
+            min_scale: 0,
+            max_scale: 3,
+            target: 10.0,
+            scale_to_zero_after: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+}

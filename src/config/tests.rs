@@ -1,0 +1,116 @@
+use std::time::Duration;
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let cfg = Config::parse("").expect("valid");
+    assert_eq!(cfg, Config::default());
+    assert_eq!(cfg.activator.queue_depth, 10_000);
+    assert_eq!(cfg.listen.http.port(), 8012);
+}
+
+#[test]
+fn design_example_parses() {
+    let cfg = Config::parse(
+        r#"
+pod_name: kactivator-local
+listen:
+  http: 127.0.0.1:8012
+  h2c: 127.0.0.1:8013
+  admin: 127.0.0.1:9090
+  grpc: 127.0.0.1:6100
+  autoscaler: 127.0.0.1:8080
+autoscaler:
+  url: ws://127.0.0.1:8080
+  encoding: protobuf
+discovery: static
+activator:
+  queue_depth: 10000
+  queue_timeout: 300s
+  probe_period: 200ms
+  probe_timeout: 300ms
+adapter:
+  poke_interval: 1s
+  check_valid_duration: 1s
+  hold_until_ready: 0s
+revisions:
+  - namespace: default
+    name: hello
+    hosts: [hello.example.com]
+    container_concurrency: 0
+    timeout: 300s
+    endpoints: [127.0.0.1:9001]
+    command: [./my-app]
+    min_scale: 0
+    max_scale: 3
+    target: 10
+    scale_to_zero_after: 30s
+"#,
+    )
+    .expect("valid");
+    assert_eq!(cfg.activator.probe_period, Duration::from_millis(200));
+    assert_eq!(cfg.revisions[0].key().to_string(), "default/hello");
+    assert_eq!(cfg.autoscaler.encoding, Encoding::Protobuf);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err("activator:\n  queue_dept: 3\n");
+    assert!(e.contains("activator") && e.contains("queue_dept"), "{e}");
+}
+
+#[test]
+fn unknown_nested_revision_key_is_named() {
+    let e = err("revisions:\n  - name: a\n    tmeout: 3s\n");
+    assert!(e.contains("revisions[0]") && e.contains("tmeout"), "{e}");
+}
+
+#[test]
+fn bad_duration_is_named() {
+    let e = err("activator:\n  queue_timeout: soon\n");
+    assert!(e.contains("activator.queue_timeout"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    assert!(err("revisions:\n  - name: Bad_Name\n").contains("revisions[0].name"));
+    assert!(
+        err("revisions:\n  - name: a\n    min_scale: 4\n    max_scale: 2\n")
+            .contains("revisions[0].min_scale")
+    );
+    assert!(err("revisions:\n  - name: a\n  - name: a\n").contains("revisions[1].name"));
+    assert!(
+        err("revisions:\n  - name: a\n    hosts: [x.com]\n  - name: b\n    hosts: [X.com]\n")
+            .contains("revisions[1].hosts[0]")
+    );
+    assert!(err("activator:\n  queue_depth: 0\n").contains("activator.queue_depth"));
+    assert!(err("autoscaler:\n  url: http://x\n").contains("autoscaler.url"));
+    assert!(err("discovery: local\nrevisions:\n  - name: a\n").contains("revisions[0].command"));
+    assert!(err("discovery: nowhere\n").contains("discovery"));
+}
+
+#[test]
+fn probe_style_auto_follows_discovery() {
+    let cfg = Config::parse("discovery: static\n").expect("valid");
+    assert_eq!(cfg.probe_style(), ProbeStyle::Http);
+    let cfg =
+        Config::parse("discovery: static\nactivator:\n  probe_style: knative\n").expect("valid");
+    assert_eq!(cfg.probe_style(), ProbeStyle::Knative);
+}
+
+#[test]
+fn restart_only_settings_survive_reload() {
+    let current = Config::default();
+    let mut new = Config::parse("listen:\n  http: 127.0.0.1:1\nactivator:\n  queue_depth: 5\n")
+        .expect("valid");
+    new = reload::tests_support::merge(&current, new);
+    assert_eq!(new.listen, current.listen);
+    assert_eq!(new.activator.queue_depth, 5);
+}

@@ -1,0 +1,52 @@
+//! Discovery: turns a source of pod addresses into the *discovered* endpoint table.
+//!
+//! `static` reads `revisions[].endpoints` from the (hot-reloaded) config. `local` endpoints
+//! come from the local autoscaler's process supervisor (see `autoscaler::local`).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Config, SharedConfig},
+    endpoints::{EndpointMap, Endpoints},
+};
+
+/// Endpoints listed in the config file, republished whenever the file changes.
+pub fn spawn_static(
+    mut config: watch::Receiver<SharedConfig>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Endpoints> {
+    let (tx, rx) = watch::channel(static_endpoints(&config.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = config.changed() => if changed.is_err() { return },
+            }
+            let next = static_endpoints(&config.borrow_and_update());
+            // Only publish real changes: every publish makes the prober re-plan.
+            tx.send_if_modified(|cur| {
+                if **cur == *next {
+                    false
+                } else {
+                    *cur = next;
+                    true
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// The endpoint table a config describes.
+pub fn static_endpoints(cfg: &Config) -> Endpoints {
+    let map: EndpointMap = cfg
+        .revisions
+        .iter()
+        .filter(|r| !r.endpoints.is_empty())
+        .map(|r| (r.key(), Arc::from(r.endpoints.clone())))
+        .collect();
+    Arc::new(map)
+}

@@ -1,0 +1,31 @@
+//! kactivator: Knative-style scale-from-zero for a service mesh, in one binary.
+//!
+//! # Layout
+//!
+//! ```text
+//! activator:  listener → handler → revision lookup → throttler (queue, capacity) → lb pick → proxy
+//!                                         ↑ capacity          ↑ healthy endpoints
+//!             discovery (static | local) → backends (probe) ──┘
+//!             handler ──(in/out events)──→ concurrency reporter ──→ autoscaler client
+//! adapter:    gRPC service → key derivation → poke coalescer ──→ autoscaler client
+//! autoscaler: stats server → per-revision scaler → process supervisor → endpoints ──→ discovery
+//! ```
+//!
+//! Shared modules (`config`, `endpoints`, `discovery`, `backends`, `autoscaler` client) never
+//! import a mode module (`activator`, `adapter`).
+#![forbid(unsafe_code)]
+
+pub mod activator;
+pub mod adapter;
+pub mod admin;
+pub mod app;
+pub mod autoscaler;
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod drain;
+pub mod endpoints;
+pub mod metrics;
+pub mod revision;
+pub mod telemetry;

@@ -1,0 +1,110 @@
+//! Metric names (the public contract of `/metrics`), their descriptions, and the recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// Knative names; labels `k8s_namespace_name`, `kn_revision_name`.
+/// Gauge: requests waiting for capacity.
+pub const REVISION_REQUEST_QUEUED: &str = "kn_revision_request_queued";
+/// Gauge: requests being proxied.
+pub const REVISION_REQUEST_ACTIVE: &str = "kn_revision_request_active";
+/// Gauge: concurrency last reported to the autoscaler.
+pub const REVISION_REQUEST_CONCURRENCY: &str = "kn_revision_request_concurrency";
+/// Gauge 1/0, label `peer="autoscaler"`.
+pub const STATS_CONN_REACHABLE: &str = "kn_activator_stats_conn_reachable";
+/// Counter, label `peer="autoscaler"`.
+pub const STATS_CONN_ERRORS: &str = "kn_activator_stats_conn_errors_total";
+
+// kactivator names.
+/// Counter, label `code` (499 for clients that went away).
+pub const REQUESTS: &str = "kactivator_requests_total";
+/// Histogram of whole-request durations.
+pub const REQUEST_DURATION: &str = "kactivator_request_duration_seconds";
+/// Histogram: arrival to first byte sent upstream, for requests that found no ready pod.
+pub const COLD_START: &str = "kactivator_cold_start_seconds";
+/// Counter, label `reason` (`queue_full`, `queue_timeout`, `draining`).
+pub const QUEUE_REJECTIONS: &str = "kactivator_queue_rejections_total";
+/// Counter, label `result`.
+pub const POKES: &str = "kactivator_pokes_total";
+/// Counter, label `api`.
+pub const ADAPTER_CALLS: &str = "kactivator_adapter_calls_total";
+/// Counter of stats frames.
+pub const AUTOSCALER_FRAMES: &str = "kactivator_autoscaler_frames_total";
+/// Counter, label `result` (`applied`, `rejected`).
+pub const CONFIG_RELOADS: &str = "kactivator_config_reloads_total";
+
+/// Label names shared by the per-revision metrics.
+pub const LABEL_NAMESPACE: &str = "k8s_namespace_name";
+pub const LABEL_REVISION: &str = "kn_revision_name";
+
+/// Latency buckets in seconds: sub-millisecond proxy overhead up to multi-minute cold starts.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once and returns the handle `/metrics` renders.
+///
+/// Idempotent, so that tests may start several servers in one process.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is already global (an embedding program's);
+            // then our handle renders nothing, which beats refusing to start.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        REVISION_REQUEST_QUEUED,
+        "Requests waiting for capacity, per revision"
+    );
+    describe_gauge!(
+        REVISION_REQUEST_ACTIVE,
+        "Requests being proxied, per revision"
+    );
+    describe_gauge!(
+        REVISION_REQUEST_CONCURRENCY,
+        "Average concurrency last reported to the autoscaler"
+    );
+    describe_gauge!(
+        STATS_CONN_REACHABLE,
+        "1 when the autoscaler websocket is connected"
+    );
+    describe_counter!(STATS_CONN_ERRORS, "Autoscaler websocket connection errors");
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by status code (499: client went away)"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Request duration, queueing included"
+    );
+    describe_histogram!(
+        COLD_START,
+        Unit::Seconds,
+        "Arrival to first byte upstream for requests that found no ready pod"
+    );
+    describe_counter!(
+        QUEUE_REJECTIONS,
+        "Requests rejected by the throttler, by reason"
+    );
+    describe_counter!(POKES, "Scale-from-zero pokes, by result");
+    describe_counter!(ADAPTER_CALLS, "Adapter gRPC calls, by api");
+    describe_counter!(AUTOSCALER_FRAMES, "Stats frames to or from the autoscaler");
+    describe_counter!(CONFIG_RELOADS, "Config file reloads, by result");
+}
