@@ -94,7 +94,12 @@ impl Config {
             return Err(Error::invalid("cluster_domain", "must be a DNS name"));
         }
         // Knative's stats endpoint is plain ws:// inside the cluster; no TLS client is built in.
-        if let Some(url) = self.autoscaler.url.as_ref().filter(|u| !u.starts_with("ws://")) {
+        if let Some(url) = self
+            .autoscaler
+            .url
+            .as_ref()
+            .filter(|u| !u.starts_with("ws://"))
+        {
             return Err(Error::invalid(
                 "autoscaler.url",
                 format!("`{url}` must start with ws://"),

@@ -27,5 +27,6 @@ pub mod discovery;
 pub mod drain;
 pub mod endpoints;
 pub mod metrics;
+pub mod proto;
 pub mod revision;
 pub mod telemetry;

@@ -1,0 +1,13 @@
+//! Compiles proto/ with protox (pure Rust): building kactivator needs no system protoc.
+
+const PROTOS: &[&str] = &["proto/knative/stat.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
