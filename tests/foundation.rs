@@ -1,4 +1,5 @@
 //! Foundation: config checking through the real binary, admin endpoints, readiness on drain.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
