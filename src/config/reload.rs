@@ -36,6 +36,9 @@ pub fn spawn(
         });
         return rx;
     };
+    // Read before the watch starts: an edit made before the task first runs must still count
+    // as a change.
+    let last_text = std::fs::read_to_string(&path).ok();
     let (events_tx, events_rx) = mpsc::channel::<()>(16);
     // The directory is watched, not the file: an atomic rename or a ConfigMap `..data`
     // swap replaces the inode, and a watch on the old inode would go quiet.
@@ -45,7 +48,8 @@ pub fn spawn(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Reads (ours included) are not changes; everything else may be.
+        if res.is_ok_and(|ev| !matches!(ev.kind, notify::EventKind::Access(_))) {
             // Full means a reload is already pending; that one will read the latest bytes.
             let _ = events_tx.try_send(());
         }
@@ -53,7 +57,7 @@ pub fn spawn(
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
     match watcher {
         Ok(watcher) => {
-            tokio::spawn(run(path, tx, events_rx, watcher, shutdown));
+            tokio::spawn(run(path, last_text, tx, events_rx, watcher, shutdown));
         }
         Err(error) => {
             warn!(%error, path = %path.display(), "Cannot watch the config file; hot reload is off");
@@ -68,12 +72,12 @@ pub fn spawn(
 
 async fn run(
     path: PathBuf,
+    mut last_text: Option<String>,
     tx: watch::Sender<SharedConfig>,
     mut events: mpsc::Receiver<()>,
     _watcher: notify::RecommendedWatcher,
     shutdown: CancellationToken,
 ) {
-    let mut last_text = std::fs::read_to_string(&path).ok();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
