@@ -1,13 +1,25 @@
 //! The autoscaler side: the shared stats client, the concurrency reporter, and the local
 //! (single-machine) autoscaler.
 //!
-//! PLACEHOLDER (issue 3 replaces every body here; the signatures are the contract `app.rs`,
-//! the activator and the adapter are written against).
+//! - [`AutoscalerClient`] speaks Knative's stats protocol (protobuf or gob frames over a
+//!   websocket) to Knative's autoscaler or to [`LocalAutoscaler`];
+//! - [`ConcurrencyReporter`] turns the activator's request arrivals and departures into pokes
+//!   and 1 s reports;
+//! - [`LocalAutoscaler`] receives stats, scales local processes from and to zero, and publishes
+//!   their endpoints.
+
+mod client;
+pub mod gob;
+mod reporter;
+pub mod wire;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub use client::{AutoscalerClient, POKE_MEMORY};
+pub use reporter::{ConcurrencyReporter, REPORT_INTERVAL, RequestGuard};
 
 use crate::{app::Context, config::Encoding, endpoints::Endpoints, revision::RevisionKey};
 
@@ -19,61 +31,28 @@ pub struct Stat {
     pub request_count: f64,
 }
 
+impl Stat {
+    /// The scale-from-zero poke: one request, concurrency one.
+    pub fn poke(key: RevisionKey) -> Self {
+        Self {
+            key,
+            average_concurrent_requests: 1.0,
+            request_count: 1.0,
+        }
+    }
+}
+
 /// Settings of one autoscaler connection.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `ws://host:port` (path `/`).
     pub url: String,
     pub encoding: Encoding,
+    /// Stamped on every stat as `pod_name`.
     pub pod_name: Arc<str>,
-    /// Bounded outbound queue.
+    /// Bounded outbound queue; beyond it pokes and reports are dropped and counted.
     pub send_queue: usize,
 }
-
-/// Handle to the task that owns the autoscaler websocket. Cheap to clone; never blocks.
-#[derive(Debug, Clone)]
-pub struct AutoscalerClient {}
-
-impl AutoscalerClient {
-    /// Starts the connection task; it runs until `exit` is cancelled.
-    pub fn spawn(_cfg: ClientConfig, _exit: CancellationToken) -> Self {
-        Self {}
-    }
-
-    /// Scale-from-zero poke: `average_concurrent_requests=1, request_count=1`, sent at once.
-    pub fn poke(&self, _key: &RevisionKey) {}
-
-    /// One batch (one frame) of periodic stats.
-    pub fn report(&self, _stats: Vec<Stat>) {}
-
-    pub fn is_connected(&self) -> bool {
-        false
-    }
-}
-
-/// Per-revision concurrency accounting for the activator (Knative's concurrency reporter).
-#[derive(Debug, Clone)]
-pub struct ConcurrencyReporter {
-    client: AutoscalerClient,
-}
-
-impl ConcurrencyReporter {
-    /// Starts the 1 s report loop; it runs until `exit` is cancelled.
-    pub fn spawn(client: AutoscalerClient, _exit: CancellationToken) -> Self {
-        Self { client }
-    }
-
-    /// Records a request's arrival (before it is queued); the first request of an idle revision
-    /// pokes the autoscaler at once. Dropping the guard records its departure.
-    pub fn track(&self, key: &RevisionKey) -> RequestGuard {
-        self.client.poke(key);
-        RequestGuard {}
-    }
-}
-
-/// Held from arrival to completion of one request.
-#[derive(Debug)]
-pub struct RequestGuard {}
 
 /// The local autoscaler: stats server, per-revision scaler, process supervisor.
 #[derive(Debug)]
