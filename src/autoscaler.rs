@@ -10,18 +10,23 @@
 
 mod client;
 pub mod gob;
+mod local;
+mod remote;
 mod reporter;
+pub mod scaler;
+mod server;
+pub mod supervisor;
 pub mod wire;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-
 pub use client::{AutoscalerClient, POKE_MEMORY};
+pub use local::LocalAutoscaler;
+pub use remote::{RevisionEndpoints, Snapshot, remote_endpoints};
 pub use reporter::{ConcurrencyReporter, REPORT_INTERVAL, RequestGuard};
+pub use server::{ENDPOINTS_PATH, MAX_FRAME};
 
-use crate::{app::Context, config::Encoding, endpoints::Endpoints, revision::RevisionKey};
+use crate::{config::Encoding, revision::RevisionKey};
 
 /// One revision's figures for one report period (pod name is added by the client).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,48 +57,4 @@ pub struct ClientConfig {
     pub pod_name: Arc<str>,
     /// Bounded outbound queue; beyond it pokes and reports are dropped and counted.
     pub send_queue: usize,
-}
-
-/// The local autoscaler: stats server, per-revision scaler, process supervisor.
-#[derive(Debug)]
-pub struct LocalAutoscaler {
-    addr: std::net::SocketAddr,
-    _listener: tokio::net::TcpListener,
-    endpoints: watch::Receiver<Endpoints>,
-    _tx: watch::Sender<Endpoints>,
-}
-
-impl LocalAutoscaler {
-    /// Binds `listen.autoscaler`.
-    pub async fn bind(ctx: &Context) -> std::io::Result<Self> {
-        let addr = ctx.current().listen.autoscaler;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let (tx, rx) = watch::channel(Endpoints::default());
-        Ok(Self {
-            addr: listener.local_addr()?,
-            _listener: listener,
-            endpoints: rx,
-            _tx: tx,
-        })
-    }
-
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-
-    /// Ready pods per revision (discovery `local`).
-    pub fn endpoints(&self) -> watch::Receiver<Endpoints> {
-        self.endpoints.clone()
-    }
-
-    /// Serves until `stop`, then stops every pod (SIGTERM, then SIGKILL after a grace period).
-    pub async fn run(self, stop: CancellationToken) {
-        stop.cancelled().await;
-    }
-}
-
-/// Endpoints published by a local autoscaler running as a separate process.
-pub fn remote_endpoints(_url: String, _exit: CancellationToken) -> watch::Receiver<Endpoints> {
-    let (_tx, rx) = watch::channel(Endpoints::default());
-    rx
 }
