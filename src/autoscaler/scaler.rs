@@ -155,7 +155,10 @@ mod tests {
         assert!(s.record(t0, 1.0, 1.0), "a poke at zero acts at once");
         assert_eq!(s.decide(t0, bounds(0, 3, 10.0, 30)), 1);
         assert!(!s.record(t0, 1.0, 1.0), "not at zero any more");
-        assert!(!Scaler::new(t0).record(t0, 0.0, 0.0), "a zero stat is no poke");
+        assert!(
+            !Scaler::new(t0).record(t0, 0.0, 0.0),
+            "a zero stat is no poke"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -192,9 +195,16 @@ mod tests {
         let mut s = Scaler::new(t0);
         let b = bounds(0, 3, 10.0, 30);
         s.record(t0, 1.0, 1.0);
-        assert_eq!(s.decide(t0 + Duration::from_secs(20), b), 1, "no traffic but not idle yet");
+        assert_eq!(
+            s.decide(t0 + Duration::from_secs(20), b),
+            1,
+            "no traffic but not idle yet"
+        );
         assert_eq!(s.decide(t0 + Duration::from_secs(30), b), 0);
-        assert_eq!(s.decide(t0 + Duration::from_secs(30), bounds(2, 3, 10.0, 30)), 2);
+        assert_eq!(
+            s.decide(t0 + Duration::from_secs(30), bounds(2, 3, 10.0, 30)),
+            2
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,9 +107,12 @@ async fn handle(
             let config = WebSocketConfig::default()
                 .max_message_size(Some(MAX_WS_MESSAGE))
                 .max_frame_size(Some(MAX_WS_MESSAGE));
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                    .await;
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             if feed {
                 endpoints_feed(ws, peer, st).await;
             } else {

@@ -183,7 +183,11 @@ async fn forward(stream: impl AsyncRead + Unpin, key: RevisionKey, name: &'stati
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
@@ -218,7 +222,10 @@ async fn terminate(child: &mut Child, key: &RevisionKey) {
         return;
     };
     signal_group(pid, Signal::SIGTERM);
-    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         warn!(revision = %key, pid, grace = ?STOP_GRACE, "Pod ignored SIGTERM; killing it");
         signal_group(pid, Signal::SIGKILL);
         let _ = child.kill().await;
