@@ -171,8 +171,11 @@ pub fn decode(frame: &[u8]) -> Result<Vec<GobStat>, GobError> {
             if types.len() >= MAX_TYPES {
                 return Err(GobError::Malformed("too many type definitions"));
             }
+            let id = id
+                .checked_neg()
+                .ok_or(GobError::Malformed("type id out of range"))?;
             let wt = read_wire_type(&mut msg)?;
-            types.insert(-id, wt);
+            types.insert(id, wt);
         } else {
             let value = Decoder { types: &types }.value(&mut msg, id, 0)?;
             out.push(stat_message(value)?);

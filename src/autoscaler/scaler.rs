@@ -96,7 +96,7 @@ impl Scaler {
             first.get_or_insert(*i);
         }
         match first {
-            Some(first) => sum / (index - first + 1) as f64,
+            Some(first) => sum / (index.saturating_sub(first) + 1) as f64,
             None => 0.0,
         }
     }

@@ -139,6 +139,11 @@ fn rejects_garbage_without_panicking() {
             let _ = decode(&g);
         }
     }
+    // A type id of i64::MIN (uint u64::MAX) must not overflow when negated.
+    let min_id = [
+        0x0a, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00,
+    ];
+    assert!(decode(&min_id).is_err());
     for garbage in [
         &b""[..],
         b"\x00",
@@ -157,4 +162,22 @@ fn rejects_a_key_without_namespace() {
         decode(&frame),
         Err(GobError::Field { field: "Key", .. })
     ));
+}
+
+#[test]
+fn random_bytes_and_random_mutations_never_panic() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let golden = unhex(GOB_1);
+    for _ in 0..5_000 {
+        let len = rng.random_range(0..300);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let _ = decode(&bytes);
+        let mut g = golden.clone();
+        for _ in 0..rng.random_range(1..6) {
+            let i = rng.random_range(0..g.len());
+            g[i] = rng.random();
+        }
+        let _ = decode(&g);
+    }
 }
