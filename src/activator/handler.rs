@@ -30,9 +30,10 @@ static COLD_START: HeaderName = HeaderName::from_static("x-kactivator-cold-start
 /// hyper's smallest HTTP/1.1 read buffer; smaller `max_header_bytes` are checked here.
 pub(crate) const MIN_HEAD_BUFFER: usize = 8192;
 
-/// While a request holds capacity but finds every endpoint full (capacity and endpoints are
-/// updated in two steps), it retries the pick after this pause.
-const PICK_RACE_PAUSE: Duration = Duration::from_millis(1);
+/// A request that holds capacity but finds no endpoint with room (its pod was just ejected,
+/// or capacity and endpoints are between their two update steps) waits for the next
+/// healthy-endpoint change, or at most this long, before picking again.
+const PICK_RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// The activator's request handler. Cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
@@ -195,7 +196,11 @@ impl Inner {
         let mut active = None;
         loop {
             let Some(in_flight) = policy.pick(&rev.trackers.load(), limit, &tried) else {
-                tokio::time::sleep(PICK_RACE_PAUSE).await;
+                let mut healthy = self.backends.healthy();
+                tokio::select! {
+                    _ = healthy.changed() => {}
+                    () = tokio::time::sleep(PICK_RETRY_PAUSE) => {}
+                }
                 continue;
             };
             let addr = in_flight.tracker().addr;
