@@ -1,6 +1,10 @@
 //! Compiles proto/ with protox (pure Rust): building kactivator needs no system protoc.
 
-const PROTOS: &[&str] = &["proto/knative/stat.proto"];
+const PROTOS: &[&str] = &[
+    "proto/knative/stat.proto",
+    // Test-only (tests/activator_proxy.rs includes it); not part of the library.
+    "proto/test/echo.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -1,12 +1,37 @@
 //! Activator mode: the Knative-compatible buffering data path.
 //!
-//! PLACEHOLDER (issue 2 replaces the body; the signatures are the contract `app.rs` uses).
+//! ```text
+//! server → handler → probe_handler | revision → throttler (breaker) → lb → proxy (+retry)
+//!                                     ↑ table (config)   ↑ capacity   ↑ healthy endpoints (backends)
+//! ```
+
+mod body;
+mod breaker;
+pub mod error;
+mod handler;
+mod headers;
+mod lb;
+mod probe_handler;
+mod proxy;
+mod retry;
+mod revision;
+mod server;
+mod stats;
+mod throttler;
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::{app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+
+use self::{
+    handler::Handler,
+    proxy::Clients,
+    server::{Protocols, builder},
+    throttler::Throttler,
+};
 
 /// Errors of the activator mode.
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +49,21 @@ pub enum Error {
 pub struct Activator {
     http: TcpListener,
     h2c: TcpListener,
+    handler: Handler,
+    max_header_bytes: usize,
     drain: Drain,
+    tunnels: TaskTracker,
 }
 
 impl Activator {
+    /// Binds `listen.http` and `listen.h2c` and starts the throttler's table writer.
+    ///
+    /// `activator.connect_timeout` and the HTTP/1.1 read buffer (`max_header_bytes`) are read
+    /// here; the other activator settings apply live on reload.
     pub async fn bind(
         ctx: &Context,
-        _reporter: ConcurrencyReporter,
-        _backends: Backends,
+        reporter: ConcurrencyReporter,
+        backends: Backends,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
         let bind = |addr: SocketAddr| async move {
@@ -39,10 +71,25 @@ impl Activator {
                 .await
                 .map_err(|source| Error::Bind { addr, source })
         };
+        let http = bind(cfg.listen.http).await?;
+        let h2c = bind(cfg.listen.h2c).await?;
+        let throttler = Throttler::spawn(ctx.config.clone(), backends.healthy());
+        let tunnels = TaskTracker::new();
+        let handler = Handler::new(
+            throttler,
+            Clients::new(cfg.activator.connect_timeout),
+            reporter,
+            backends,
+            ctx.drain.clone(),
+            tunnels.clone(),
+        );
         Ok(Self {
-            http: bind(cfg.listen.http).await?,
-            h2c: bind(cfg.listen.h2c).await?,
+            http,
+            h2c,
+            handler,
+            max_header_bytes: cfg.activator.max_header_bytes,
             drain: ctx.drain.clone(),
+            tunnels,
         })
     }
 
@@ -55,9 +102,33 @@ impl Activator {
         (addr(&self.http), addr(&self.h2c))
     }
 
-    /// Serves until the drain reaches closing, then waits for in-flight and queued requests.
+    /// Serves until the drain reaches closing, then waits for in-flight and queued requests
+    /// and upgraded tunnels. The caller bounds the wait (`shutdown.grace_period`).
     pub async fn run(self) -> Result<(), Error> {
-        self.drain.closing().await;
+        let Self {
+            http,
+            h2c,
+            handler,
+            max_header_bytes,
+            drain,
+            tunnels,
+        } = self;
+        tokio::join!(
+            server::serve(
+                http,
+                builder(Protocols::Auto, max_header_bytes),
+                handler.clone(),
+                drain.clone(),
+            ),
+            server::serve(
+                h2c,
+                builder(Protocols::H2c, max_header_bytes),
+                handler,
+                drain,
+            ),
+        );
+        tunnels.close();
+        tunnels.wait().await;
         Ok(())
     }
 }

@@ -1,30 +1,66 @@
 //! Backends: probes discovered endpoints and publishes the *healthy* table; passive ejection.
 //!
-//! PLACEHOLDER (issue 2 replaces the body; the signatures are the contract).
+//! One writer task owns the healthy table. Each discovered endpoint gets a prober task that
+//! reports to the writer; an endpoint gets traffic only after a probe passed. Healthy endpoints
+//! keep being probed (more slowly) so that a dead pod leaves even if discovery lags.
 
-use std::net::SocketAddr;
+mod probe;
 
-use tokio::sync::watch;
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
 
-use crate::{config::SharedConfig, endpoints::Endpoints, revision::RevisionKey};
+use crate::{
+    config::SharedConfig,
+    endpoints::{EndpointMap, Endpoints},
+    revision::RevisionKey,
+};
+
+/// Healthy endpoints are re-probed at least this far apart: enough to notice a dead pod
+/// quickly without doubling the traffic a busy pod sees.
+const HEALTHY_REPROBE: Duration = Duration::from_secs(1);
+
+/// Ejections waiting for the writer; beyond it an ejection is dropped (the next probe catches it).
+const EJECT_QUEUE: usize = 1024;
 
 /// Handle to the prober task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backends {
     healthy: watch::Receiver<Endpoints>,
+    eject: mpsc::Sender<(RevisionKey, SocketAddr)>,
 }
 
 impl Backends {
     /// Starts probing; runs until `exit` is cancelled.
     pub fn spawn(
-        _config: watch::Receiver<SharedConfig>,
+        config: watch::Receiver<SharedConfig>,
         discovered: watch::Receiver<Endpoints>,
-        _exit: CancellationToken,
+        exit: CancellationToken,
     ) -> Self {
-        Self {
-            healthy: discovered,
-        }
+        let (healthy_tx, healthy) = watch::channel(Endpoints::default());
+        let (eject, eject_rx) = mpsc::channel(EJECT_QUEUE);
+        let (results_tx, results_rx) = mpsc::channel(EJECT_QUEUE);
+        let writer = Writer {
+            config,
+            discovered,
+            healthy: healthy_tx,
+            results_tx,
+            probers: HashMap::new(),
+            exit,
+        };
+        // Detached: it stops on `exit`, and its probers stop with it.
+        tokio::spawn(writer.run(results_rx, eject_rx));
+        Self { healthy, eject }
     }
 
     /// Endpoints that passed a probe and were not ejected since.
@@ -33,5 +69,194 @@ impl Backends {
     }
 
     /// Passive ejection: `addr` refused a connection; keep it out until a probe passes.
-    pub fn eject(&self, _key: &RevisionKey, _addr: SocketAddr) {}
+    ///
+    /// Never blocks; the writer removes the endpoint within a scheduling round.
+    pub fn eject(&self, key: &RevisionKey, addr: SocketAddr) {
+        let _ = self.eject.try_send((key.clone(), addr));
+    }
 }
+
+/// One probe outcome, tagged with the ejection epoch it started in.
+#[derive(Debug)]
+struct ProbeResult {
+    key: RevisionKey,
+    addr: SocketAddr,
+    epoch: u64,
+    ok: bool,
+}
+
+#[derive(Debug)]
+struct Prober {
+    healthy: bool,
+    /// Bumped on ejection: a probe that started earlier cannot bring the endpoint back.
+    epoch: Arc<AtomicU64>,
+    /// Asks the prober to probe now rather than at its next tick.
+    kick: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Debug)]
+struct Writer {
+    config: watch::Receiver<SharedConfig>,
+    discovered: watch::Receiver<Endpoints>,
+    healthy: watch::Sender<Endpoints>,
+    results_tx: mpsc::Sender<ProbeResult>,
+    probers: HashMap<(RevisionKey, SocketAddr), Prober>,
+    exit: CancellationToken,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut results: mpsc::Receiver<ProbeResult>,
+        mut ejections: mpsc::Receiver<(RevisionKey, SocketAddr)>,
+    ) {
+        let current = self.discovered.borrow_and_update().clone();
+        self.reconcile(&current);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.exit.cancelled() => return,
+                changed = self.discovered.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let current = self.discovered.borrow_and_update().clone();
+                    self.reconcile(&current);
+                }
+                Some((key, addr)) = ejections.recv() => self.eject(key, addr),
+                Some(r) = results.recv() => self.record(r),
+            }
+            self.publish();
+        }
+    }
+
+    /// Starts probers for new endpoints and stops those of vanished ones.
+    fn reconcile(&mut self, discovered: &EndpointMap) {
+        let wanted: HashSet<(RevisionKey, SocketAddr)> = discovered
+            .iter()
+            .flat_map(|(k, addrs)| addrs.iter().map(move |a| (k.clone(), *a)))
+            .collect();
+        self.probers.retain(|id, _| wanted.contains(id));
+        for (key, addr) in wanted {
+            if self.probers.contains_key(&(key.clone(), addr)) {
+                continue;
+            }
+            let prober = Prober {
+                healthy: false,
+                epoch: Arc::new(AtomicU64::new(0)),
+                kick: Arc::new(Notify::new()),
+                stop: self.exit.child_token(),
+            };
+            tokio::spawn(probe_loop(
+                key.clone(),
+                addr,
+                self.config.clone(),
+                self.results_tx.clone(),
+                prober.epoch.clone(),
+                prober.kick.clone(),
+                prober.stop.clone(),
+            ));
+            self.probers.insert((key, addr), prober);
+        }
+    }
+
+    fn eject(&mut self, key: RevisionKey, addr: SocketAddr) {
+        if let Some(p) = self.probers.get_mut(&(key.clone(), addr)) {
+            p.epoch.fetch_add(1, Ordering::AcqRel);
+            if p.healthy {
+                info!(revision = %key, %addr, "Endpoint ejected after a refused connection");
+            }
+            p.healthy = false;
+            p.kick.notify_one();
+        }
+    }
+
+    fn record(&mut self, r: ProbeResult) {
+        let Some(p) = self.probers.get_mut(&(r.key.clone(), r.addr)) else {
+            return;
+        };
+        if r.epoch != p.epoch.load(Ordering::Acquire) {
+            return;
+        }
+        if p.healthy != r.ok {
+            debug!(revision = %r.key, addr = %r.addr, healthy = r.ok, "Endpoint health changed");
+        }
+        p.healthy = r.ok;
+    }
+
+    /// Publishes the healthy table when it differs from the one published.
+    fn publish(&self) {
+        let mut map: HashMap<RevisionKey, Vec<SocketAddr>> = HashMap::new();
+        for ((key, addr), p) in &self.probers {
+            if p.healthy {
+                map.entry(key.clone()).or_default().push(*addr);
+            }
+        }
+        let next: EndpointMap = map
+            .into_iter()
+            .map(|(k, mut v)| {
+                // Sorted, so that "first available" and equality checks are stable.
+                v.sort_unstable();
+                (k, Arc::from(v))
+            })
+            .collect();
+        self.healthy.send_if_modified(|cur| {
+            if **cur == next {
+                false
+            } else {
+                *cur = Arc::new(next);
+                true
+            }
+        });
+    }
+}
+
+async fn probe_loop(
+    key: RevisionKey,
+    addr: SocketAddr,
+    config: watch::Receiver<SharedConfig>,
+    results: mpsc::Sender<ProbeResult>,
+    epoch: Arc<AtomicU64>,
+    kick: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let cfg = config.borrow().clone();
+        let started_in = epoch.load(Ordering::Acquire);
+        let a = &cfg.activator;
+        let ok = tokio::select! {
+            () = stop.cancelled() => return,
+            ok = probe::probe(cfg.probe_style(), addr, &a.probe_path, a.probe_timeout) => ok,
+        };
+        let result = ProbeResult {
+            key: key.clone(),
+            addr,
+            epoch: started_in,
+            ok,
+        };
+        if results.send(result).await.is_err() {
+            return;
+        }
+        let wait = if ok {
+            a.probe_period.max(HEALTHY_REPROBE)
+        } else {
+            a.probe_period
+        };
+        drop(cfg);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = kick.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

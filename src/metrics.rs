@@ -25,6 +25,8 @@ pub const REQUEST_DURATION: &str = "kactivator_request_duration_seconds";
 pub const COLD_START: &str = "kactivator_cold_start_seconds";
 /// Counter, label `reason` (`queue_full`, `queue_timeout`, `draining`).
 pub const QUEUE_REJECTIONS: &str = "kactivator_queue_rejections_total";
+/// Counter of requests retried on another pod after a failed connect.
+pub const RETRIES: &str = "kactivator_retries_total";
 /// Counter, label `result`.
 pub const POKES: &str = "kactivator_pokes_total";
 /// Counter, label `api`.
@@ -102,6 +104,10 @@ fn describe() {
     describe_counter!(
         QUEUE_REJECTIONS,
         "Requests rejected by the throttler, by reason"
+    );
+    describe_counter!(
+        RETRIES,
+        "Requests retried after a connect failure (they never reached a pod)"
     );
     describe_counter!(POKES, "Scale-from-zero pokes, by result");
     describe_counter!(ADAPTER_CALLS, "Adapter gRPC calls, by api");

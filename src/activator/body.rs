@@ -1,0 +1,115 @@
+//! The response body handed to the client, and the accounting done when a request ends.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::{breaker::Permit, lb::InFlight, stats::GaugeGuard, throttler::Revision};
+use crate::autoscaler::RequestGuard;
+
+/// What the activator answers with: a short local body, or the pod's streamed body.
+pub(crate) type ResponseBody = Either<Full<Bytes>, ProxiedBody>;
+
+/// Status recorded for a client that went away before its response completed.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// Everything held for one request from arrival to completion. Dropped once: records the
+/// status (499 if none was set: the client went away) and the duration, and releases the
+/// concurrency report, the breaker permit and the endpoint slot.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    start: Instant,
+    rev: Arc<Revision>,
+    pub(crate) code: Option<u16>,
+    pub(crate) request: Option<RequestGuard>,
+    pub(crate) permit: Option<Permit>,
+    pub(crate) in_flight: Option<InFlight>,
+    pub(crate) active: Option<GaugeGuard>,
+}
+
+impl Completion {
+    pub(crate) fn new(start: Instant, rev: Arc<Revision>) -> Self {
+        Self {
+            start,
+            rev,
+            code: None,
+            request: None,
+            permit: None,
+            in_flight: None,
+            active: None,
+        }
+    }
+
+    pub(crate) fn revision(&self) -> &Revision {
+        &self.rev
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let stats = &self.rev.stats;
+        stats.codes.count(self.code.unwrap_or(CLIENT_CLOSED));
+        stats.duration.record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The pod's response body, streamed as is (trailers included); completes the request when
+/// it ends, or counts 499 if it is dropped first.
+#[derive(Debug)]
+pub(crate) struct ProxiedBody {
+    inner: Incoming,
+    done: Option<Completion>,
+}
+
+impl ProxiedBody {
+    pub(crate) fn new(inner: Incoming, done: Completion) -> Self {
+        // An empty body may never be polled: complete now.
+        let done = (!inner.is_end_stream()).then_some(done);
+        Self { inner, done }
+    }
+}
+
+impl Body for ProxiedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Both fields are Unpin.
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // The end of the stream, or the pod breaking it (the client has the status already).
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.done.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ProxiedBody {
+    fn drop(&mut self) {
+        if let Some(done) = &mut self.done
+            && !self.inner.is_end_stream()
+        {
+            done.code = Some(CLIENT_CLOSED);
+        }
+    }
+}

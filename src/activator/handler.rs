@@ -1,0 +1,302 @@
+//! The request pipeline: probes → revision → throttler → load balancer → proxy (+ retry).
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header, uri};
+use http_body_util::{Either, Full};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::{
+    body::{Completion, ProxiedBody, ResponseBody},
+    breaker::Permit,
+    error::Error,
+    headers,
+    lb::InFlight,
+    probe_handler,
+    proxy::{Clients, Outbound},
+    retry::{BodySlot, Failure},
+    stats::{Codes, GaugeGuard},
+    throttler::{Route, Settings, Throttler},
+};
+use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+
+static COLD_START: HeaderName = HeaderName::from_static("x-kactivator-cold-start");
+
+/// hyper's smallest HTTP/1.1 read buffer; smaller `max_header_bytes` are checked here.
+pub(crate) const MIN_HEAD_BUFFER: usize = 8192;
+
+/// A request that holds capacity but finds no endpoint with room (its pod was just ejected,
+/// or capacity and endpoints are between their two update steps) waits for the next
+/// healthy-endpoint change, or at most this long, before picking again.
+const PICK_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// The activator's request handler. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub(crate) struct Handler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    throttler: Arc<Throttler>,
+    clients: Clients,
+    reporter: ConcurrencyReporter,
+    backends: Backends,
+    drain: Drain,
+    /// Upgraded (websocket) tunnels, so that the drain waits for them too.
+    tunnels: TaskTracker,
+    /// `kactivator_requests_total` for requests that matched no revision.
+    unrouted: Codes,
+}
+
+/// A response from a pod, with what must live as long as its body.
+struct Forwarded {
+    resp: Response<Incoming>,
+    permit: Permit,
+    in_flight: InFlight,
+    active: GaugeGuard,
+    cold_start: Option<Duration>,
+    client_upgrade: Option<OnUpgrade>,
+}
+
+impl Handler {
+    pub(crate) fn new(
+        throttler: Arc<Throttler>,
+        clients: Clients,
+        reporter: ConcurrencyReporter,
+        backends: Backends,
+        drain: Drain,
+        tunnels: TaskTracker,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                throttler,
+                clients,
+                reporter,
+                backends,
+                drain,
+                tunnels,
+                unrouted: Codes::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Serves one request; never fails (errors become responses).
+    pub(crate) async fn handle(
+        self,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let start = Instant::now();
+        let inner = &*self.inner;
+        // The table guard is dropped before any await.
+        let found = {
+            let table = inner.throttler.load();
+            let settings = table.settings;
+            if settings.max_header_bytes < MIN_HEAD_BUFFER
+                && head_size(&req) > settings.max_header_bytes
+            {
+                Err(Error::HeadersTooLarge)
+            } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.drain) {
+                return Ok(match answer {
+                    Ok(resp) => resp.map(Either::Left),
+                    Err(e) => e.to_response().map(Either::Left),
+                });
+            } else {
+                table
+                    .route(req.headers(), req.uri())
+                    .cloned()
+                    .map(|route| (route, settings))
+                    .ok_or(Error::UnknownRevision)
+            }
+        };
+        let (route, settings) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                inner.unrouted.count(e.status().as_u16());
+                return Ok(e.to_response().map(Either::Left));
+            }
+        };
+        let mut done = Completion::new(start, route.rev.clone());
+        // Before queueing: the autoscaler must see queued requests as concurrency.
+        done.request = Some(inner.reporter.track(&route.rev.key));
+        let forwarded =
+            tokio::time::timeout(route.timeout, inner.forward(req, &route, settings, start)).await;
+        let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
+        Ok(match result {
+            Ok(f) => inner.respond(f, done),
+            Err(e) => {
+                if let Some(reason) = e.rejection() {
+                    route.rev.stats.rejected(reason);
+                }
+                match &e {
+                    Error::Upstream { .. } => {
+                        warn!(error = %e, revision = %route.rev.key, "Upstream request failed");
+                    }
+                    _ => debug!(error = %e, revision = %route.rev.key, "Request refused"),
+                }
+                done.code = Some(e.status().as_u16());
+                e.to_response().map(Either::Left)
+            }
+        })
+    }
+}
+
+impl Inner {
+    /// Waits for capacity, picks an endpoint and sends the request, retrying attempts that
+    /// never reached a pod.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+        settings: Settings,
+        start: Instant,
+    ) -> Result<Forwarded, Error> {
+        let rev = &route.rev;
+        let cold = rev.trackers.load().is_empty();
+        let permit = {
+            let _queued = GaugeGuard::new(&rev.stats.queued);
+            tokio::time::timeout(
+                settings.queue_timeout,
+                rev.breaker.acquire(settings.queue_depth),
+            )
+            .await
+            .map_err(|_| Error::QueueTimeout)?
+            .map_err(|_| Error::QueueFull)?
+        };
+
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        let host = headers.get(header::HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        headers::rewrite_request(&mut headers, host, upgrade);
+        let mut out = Outbound {
+            method: parts.method,
+            version: parts.version,
+            path: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
+            headers,
+        };
+        let body = BodySlot::new(body);
+        let client = self.clients.for_version(out.version);
+        let limit = route.container_concurrency as usize;
+        let policy = rev.balancer.policy(route.container_concurrency);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut active = None;
+        loop {
+            let Some(in_flight) = policy.pick(&rev.trackers.load(), limit, &tried) else {
+                let mut healthy = self.backends.healthy();
+                tokio::select! {
+                    _ = healthy.changed() => {}
+                    () = tokio::time::sleep(PICK_RETRY_PAUSE) => {}
+                }
+                continue;
+            };
+            let addr = in_flight.tracker().addr;
+            let last = tried.len() >= settings.max_retries as usize || !body.untouched();
+            let up = out.request(in_flight.tracker(), body.attempt(), last)?;
+            let sent_at = start.elapsed();
+            active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
+            match client.request(up).await {
+                Ok(resp) => {
+                    return Ok(Forwarded {
+                        resp,
+                        permit,
+                        in_flight,
+                        active: active.unwrap_or_else(|| GaugeGuard::new(&rev.stats.active)),
+                        cold_start: cold.then_some(sent_at),
+                        client_upgrade,
+                    });
+                }
+                Err(source) => {
+                    let failure = Failure::classify(&source);
+                    if failure == Failure::Refused {
+                        self.backends.eject(&rev.key, addr);
+                    }
+                    if last || !failure.never_reached_pod() || !body.untouched() {
+                        return Err(Error::Upstream { addr, source });
+                    }
+                    debug!(error = %source, revision = %rev.key, %addr, "Connect failed; retrying");
+                    rev.stats.retries.increment(1);
+                    tried.push(addr);
+                }
+            }
+        }
+    }
+
+    /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
+    fn respond(&self, f: Forwarded, mut done: Completion) -> Response<ResponseBody> {
+        let Forwarded {
+            mut resp,
+            permit,
+            in_flight,
+            active,
+            cold_start,
+            client_upgrade,
+        } = f;
+        let status = resp.status();
+        let upgraded = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
+        headers::rewrite_response(resp.headers_mut(), upgraded);
+        if let Some(cold) = cold_start {
+            let ms = u64::try_from(cold.as_millis()).unwrap_or(u64::MAX);
+            resp.headers_mut()
+                .insert(COLD_START.clone(), HeaderValue::from(ms));
+        }
+        done.code = Some(status.as_u16());
+        done.permit = Some(permit);
+        done.in_flight = Some(in_flight);
+        done.active = Some(active);
+        if let Some(cold) = cold_start {
+            // Recorded through the revision held by `done` (the same one the route named).
+            done_cold_start(&done, cold);
+        }
+        match client_upgrade.filter(|_| upgraded) {
+            Some(client_side) => {
+                let pod_side = hyper::upgrade::on(&mut resp);
+                self.tunnels.spawn(tunnel(client_side, pod_side, done));
+                resp.map(|_| Either::Left(Full::new(Bytes::new())))
+            }
+            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done))),
+        }
+    }
+}
+
+fn done_cold_start(done: &Completion, cold: Duration) {
+    done.revision().stats.cold_start.record(cold.as_secs_f64());
+}
+
+/// Copies bytes both ways between an upgraded client connection and the pod's.
+async fn tunnel(client: OnUpgrade, pod: OnUpgrade, done: Completion) {
+    let (client, pod) = match tokio::join!(client, pod) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(error), _) | (_, Err(error)) => {
+            debug!(%error, "Upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut pod) = (TokioIo::new(client), TokioIo::new(pod));
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut pod).await {
+        debug!(%error, "Upgraded connection ended with an error");
+    }
+    drop(done);
+}
+
+/// Bytes of the request head, as HTTP/1.1 would send it (approximately).
+fn head_size(req: &Request<Incoming>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}

@@ -1,0 +1,125 @@
+//! Which revision a request is for: `Knative-Serving-*` headers, else the Host.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName, Uri, header};
+
+pub(crate) static REVISION_HEADER: HeaderName = HeaderName::from_static("knative-serving-revision");
+pub(crate) static NAMESPACE_HEADER: HeaderName =
+    HeaderName::from_static("knative-serving-namespace");
+
+/// `(namespace, name)` from the `Knative-Serving-Namespace` and `-Revision` headers, when
+/// both are present and non-empty.
+pub(crate) fn from_headers(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let name = headers.get(&REVISION_HEADER)?.to_str().ok()?;
+    let namespace = headers.get(&NAMESPACE_HEADER)?.to_str().ok()?;
+    (!name.is_empty() && !namespace.is_empty()).then_some((namespace, name))
+}
+
+/// The request's host, lowercased, without port: the Host header, else the URI authority
+/// (HTTP/2 `:authority`).
+pub(crate) fn host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, str>> {
+    let raw = match headers.get(header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => uri.authority()?.as_str(),
+    };
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    // An IPv6 literal keeps its colons inside brackets.
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(ip, _)| ip);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// `(namespace, name)` from a cluster-local Service host: `<rev>.<ns>`, `<rev>.<ns>.svc` or
+/// `<rev>.<ns>.svc.<cluster_domain>`. `host` is lowercase and has no port.
+pub(crate) fn from_service_host<'a>(
+    host: &'a str,
+    cluster_domain: &str,
+) -> Option<(&'a str, &'a str)> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let mut parts = host.splitn(4, '.');
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    let namespace = parts.next().filter(|s| !s.is_empty())?;
+    match (parts.next(), parts.next()) {
+        (None, None) => {}
+        (Some("svc"), None) => {}
+        (Some("svc"), Some(domain)) if domain.eq_ignore_ascii_case(cluster_domain) => {}
+        _ => return None,
+    }
+    Some((namespace, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn headers_name_the_revision_when_both_are_set() {
+        let mut h = HeaderMap::new();
+        h.insert(&REVISION_HEADER, HeaderValue::from_static("hello-00001"));
+        assert_eq!(from_headers(&h), None);
+        h.insert(&NAMESPACE_HEADER, HeaderValue::from_static("prod"));
+        assert_eq!(from_headers(&h), Some(("prod", "hello-00001")));
+        h.insert(&NAMESPACE_HEADER, HeaderValue::from_static(""));
+        assert_eq!(from_headers(&h), None);
+    }
+
+    #[test]
+    fn service_hosts_in_every_form() {
+        let d = "cluster.local";
+        assert_eq!(from_service_host("hello.prod", d), Some(("prod", "hello")));
+        assert_eq!(
+            from_service_host("hello.prod.svc", d),
+            Some(("prod", "hello"))
+        );
+        assert_eq!(
+            from_service_host("hello.prod.svc.cluster.local", d),
+            Some(("prod", "hello"))
+        );
+        assert_eq!(
+            from_service_host("hello.prod.svc.cluster.local.", d),
+            Some(("prod", "hello"))
+        );
+        assert_eq!(from_service_host("hello.prod.svc.other.domain", d), None);
+        assert_eq!(from_service_host("hello.prod.com", d), None);
+        assert_eq!(from_service_host("hello", d), None);
+        assert_eq!(from_service_host(".prod", d), None);
+    }
+
+    #[test]
+    fn host_is_lowercased_and_loses_its_port() {
+        let uri = Uri::from_static("/");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("Hello.Prod.svc.cluster.local:8080"),
+        );
+        assert_eq!(
+            host(&h, &uri).as_deref(),
+            Some("hello.prod.svc.cluster.local")
+        );
+        h.insert(header::HOST, HeaderValue::from_static("[::1]:80"));
+        assert_eq!(host(&h, &uri).as_deref(), Some("::1"));
+        // HTTP/2 carries it in :authority.
+        let uri = Uri::from_static("http://api.example.com:443/x");
+        assert_eq!(
+            host(&HeaderMap::new(), &uri).as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(host(&HeaderMap::new(), &Uri::from_static("/x")), None);
+    }
+}

@@ -1,0 +1,306 @@
+//! The throttler: the routing table (rebuilt on config change) and, per revision, the
+//! breaker and endpoint trackers (updated on every healthy-endpoint change).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use arc_swap::{ArcSwap, Guard};
+use http::{HeaderMap, Uri};
+use tokio::sync::watch;
+
+use super::{
+    breaker::{Breaker, UNLIMITED},
+    lb::{Balancer, Tracker},
+    revision,
+    stats::RevisionStats,
+};
+use crate::{
+    config::{Config, SharedConfig},
+    endpoints::{EndpointMap, Endpoints},
+    revision::RevisionKey,
+};
+
+/// Hot-reloadable settings every request reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) queue_depth: usize,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) max_header_bytes: usize,
+}
+
+/// One revision's live state; the same `Arc` survives config reloads.
+#[derive(Debug)]
+pub(crate) struct Revision {
+    pub(crate) key: RevisionKey,
+    pub(crate) breaker: Arc<Breaker>,
+    /// Healthy endpoints, sorted by address.
+    pub(crate) trackers: ArcSwap<Vec<Arc<Tracker>>>,
+    pub(crate) balancer: Balancer,
+    pub(crate) stats: RevisionStats,
+}
+
+/// A configured revision as a request sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) rev: Arc<Revision>,
+    pub(crate) container_concurrency: u32,
+    pub(crate) timeout: Duration,
+}
+
+/// The lookup index of one config generation.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(crate) settings: Settings,
+    cluster_domain: Box<str>,
+    /// namespace → name → route; nested so that lookups by `&str` allocate nothing.
+    names: HashMap<Box<str>, HashMap<Box<str>, Route>>,
+    hosts: HashMap<Box<str>, Route>,
+}
+
+impl Table {
+    fn get(&self, namespace: &str, name: &str) -> Option<&Route> {
+        self.names.get(namespace)?.get(name)
+    }
+
+    /// The revision a request is for: headers, else a Service host, else a configured host.
+    pub(crate) fn route(&self, headers: &HeaderMap, uri: &Uri) -> Option<&Route> {
+        if let Some((namespace, name)) = revision::from_headers(headers) {
+            return self.get(namespace, name);
+        }
+        let host = revision::host(headers, uri)?;
+        if let Some((namespace, name)) = revision::from_service_host(&host, &self.cluster_domain)
+            && let Some(route) = self.get(namespace, name)
+        {
+            return Some(route);
+        }
+        self.hosts.get(&*host)
+    }
+}
+
+/// Owner of the table; one writer task, lock-free readers.
+#[derive(Debug)]
+pub(crate) struct Throttler {
+    table: ArcSwap<Table>,
+}
+
+impl Throttler {
+    /// Builds the table from the current config and endpoints, then keeps it current until
+    /// either channel closes (at process exit, after the drain).
+    pub(crate) fn spawn(
+        mut config: watch::Receiver<SharedConfig>,
+        mut healthy: watch::Receiver<Endpoints>,
+    ) -> Arc<Self> {
+        let mut writer = Writer::default();
+        let cfg = config.borrow_and_update().clone();
+        let eps = healthy.borrow_and_update().clone();
+        let table = writer.rebuild(&cfg);
+        writer.apply(&eps);
+        let this = Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+        });
+        let throttler = this.clone();
+        // Detached: it ends when the config or endpoint publisher goes away.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = config.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let cfg = config.borrow_and_update().clone();
+                        let table = writer.rebuild(&cfg);
+                        // Routes first, then capacity: a request admitted by new capacity
+                        // must find the endpoints it was admitted for.
+                        throttler.table.store(Arc::new(table));
+                        writer.apply(&healthy.borrow().clone());
+                    }
+                    changed = healthy.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let eps = healthy.borrow_and_update().clone();
+                        writer.apply(&eps);
+                    }
+                }
+            }
+        });
+        this
+    }
+
+    /// The table in force.
+    pub(crate) fn load(&self) -> Guard<Arc<Table>> {
+        self.table.load()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    /// Every configured revision with its container concurrency.
+    revisions: HashMap<RevisionKey, (Arc<Revision>, u32)>,
+}
+
+impl Writer {
+    fn rebuild(&mut self, cfg: &Config) -> Table {
+        let mut next = HashMap::with_capacity(cfg.revisions.len());
+        let mut names: HashMap<Box<str>, HashMap<Box<str>, Route>> = HashMap::new();
+        let mut hosts = HashMap::new();
+        for r in &cfg.revisions {
+            let key = r.key();
+            let rev = match self.revisions.get(&key) {
+                Some((rev, _)) => rev.clone(),
+                None => Arc::new(Revision {
+                    key: key.clone(),
+                    breaker: Arc::new(Breaker::new()),
+                    trackers: ArcSwap::from_pointee(Vec::new()),
+                    balancer: Balancer::default(),
+                    stats: RevisionStats::new(&key),
+                }),
+            };
+            let route = Route {
+                rev: rev.clone(),
+                container_concurrency: r.container_concurrency,
+                timeout: r.timeout,
+            };
+            for h in &r.hosts {
+                hosts.insert(h.to_ascii_lowercase().into_boxed_str(), route.clone());
+            }
+            names
+                .entry(r.namespace.as_str().into())
+                .or_default()
+                .insert(r.name.as_str().into(), route);
+            next.insert(key, (rev, r.container_concurrency));
+        }
+        // A revision dropped from the config keeps no capacity; its waiters time out.
+        for (key, (rev, _)) in &self.revisions {
+            if !next.contains_key(key) {
+                rev.breaker.set_capacity(0);
+            }
+        }
+        self.revisions = next;
+        let a = &cfg.activator;
+        Table {
+            settings: Settings {
+                queue_depth: a.queue_depth,
+                queue_timeout: a.queue_timeout,
+                max_retries: a.max_retries,
+                max_header_bytes: a.max_header_bytes,
+            },
+            cluster_domain: cfg.cluster_domain.to_ascii_lowercase().into_boxed_str(),
+            names,
+            hosts,
+        }
+    }
+
+    /// Swaps in each revision's healthy endpoints, then sets its capacity.
+    fn apply(&self, healthy: &EndpointMap) {
+        for (key, (rev, cc)) in &self.revisions {
+            let addrs = healthy.get(key).map_or(&[][..], |a| &a[..]);
+            let old = rev.trackers.load();
+            let same = old.len() == addrs.len() && old.iter().zip(addrs).all(|(t, a)| t.addr == *a);
+            if !same {
+                let trackers: Vec<Arc<Tracker>> = addrs
+                    .iter()
+                    .map(|a| {
+                        // Keep the tracker (and its in-flight count) of a pod that stays.
+                        old.iter()
+                            .find(|t| t.addr == *a)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Tracker::new(*a)))
+                    })
+                    .collect();
+                rev.trackers.store(Arc::new(trackers));
+            }
+            rev.breaker.set_capacity(capacity(*cc, addrs.len()));
+        }
+    }
+}
+
+/// Revision-wide capacity: CC × endpoints; CC 0 is unlimited once one endpoint is healthy.
+pub(crate) fn capacity(container_concurrency: u32, endpoints: usize) -> usize {
+    match (container_concurrency, endpoints) {
+        (_, 0) => 0,
+        (0, _) => UNLIMITED,
+        (cc, n) => (cc as usize).saturating_mul(n).min(UNLIMITED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http::{HeaderValue, header};
+
+    use super::*;
+
+    #[test]
+    fn capacity_follows_container_concurrency_and_endpoints() {
+        assert_eq!(capacity(0, 0), 0);
+        assert_eq!(capacity(0, 1), UNLIMITED);
+        assert_eq!(capacity(10, 0), 0);
+        assert_eq!(capacity(10, 3), 30);
+        assert_eq!(capacity(u32::MAX, 1 << 20), UNLIMITED);
+    }
+
+    #[tokio::test]
+    async fn table_routes_by_headers_service_host_and_configured_host() {
+        let cfg = Config::parse(
+            "revisions:\n  - name: hello\n    namespace: prod\n    hosts: [Api.Example.com]\n    container_concurrency: 2\n",
+        )
+        .unwrap();
+        let mut w = Writer::default();
+        let t = w.rebuild(&cfg);
+        let uri = Uri::from_static("/");
+        let route = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            t.route(&h, &uri).map(|r| r.rev.key.to_string())
+        };
+        let want = Some("prod/hello".to_string());
+        assert_eq!(
+            route(&[
+                ("knative-serving-revision", "hello"),
+                ("knative-serving-namespace", "prod")
+            ]),
+            want
+        );
+        assert_eq!(route(&[("host", "hello.prod.svc.cluster.local:80")]), want);
+        assert_eq!(route(&[("host", "API.example.com:8080")]), want);
+        assert_eq!(route(&[("host", "other.prod.svc.cluster.local")]), None);
+        assert_eq!(
+            route(&[
+                ("knative-serving-revision", "nope"),
+                ("knative-serving-namespace", "prod"),
+                (header::HOST.as_str(), "api.example.com")
+            ]),
+            None
+        );
+
+        // Endpoints set capacity; the Revision survives a reload.
+        let rev = t
+            .route(
+                &{
+                    let mut h = HeaderMap::new();
+                    h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+                    h
+                },
+                &uri,
+            )
+            .unwrap()
+            .rev
+            .clone();
+        let mut eps = EndpointMap::new();
+        eps.insert(
+            rev.key.clone(),
+            Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]),
+        );
+        w.apply(&eps);
+        assert_eq!(rev.breaker.capacity(), 2);
+        assert_eq!(rev.trackers.load().len(), 1);
+        let _t2 = w.rebuild(&cfg);
+        assert!(Arc::ptr_eq(&w.revisions[&rev.key].0, &rev));
+        w.apply(&EndpointMap::new());
+        assert_eq!(rev.breaker.capacity(), 0);
+    }
+}

@@ -1,0 +1,108 @@
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::config::Config;
+
+fn config(style: &str, endpoints: &[SocketAddr]) -> SharedConfig {
+    let eps: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+    let text = format!(
+        "activator:\n  probe_style: {style}\n  probe_period: 20ms\nrevisions:\n  - name: hello\n    endpoints: [{}]\n",
+        eps.join(", ")
+    );
+    Arc::new(Config::parse(&text).unwrap())
+}
+
+fn key() -> RevisionKey {
+    RevisionKey::new("default", "hello")
+}
+
+async fn wait_count(rx: &mut watch::Receiver<Endpoints>, n: usize) -> Endpoints {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|m| crate::endpoints::count(m, &key()) == n),
+    )
+    .await
+    .expect("healthy table reached the count")
+    .expect("sender alive")
+    .clone()
+}
+
+/// An HTTP server answering every request with `status` and `body`, on a fresh port.
+async fn http_server(status: u16, body: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tcp_probe_admits_a_listening_endpoint_and_eject_removes_it_until_a_probe_passes() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_cfg_tx, cfg_rx) = watch::channel(config("tcp", &[addr]));
+    let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
+    let (_disc_tx, disc_rx) = watch::channel(discovered);
+    let exit = CancellationToken::new();
+    let b = Backends::spawn(cfg_rx, disc_rx, exit.clone());
+    let mut rx = b.healthy();
+    let map = wait_count(&mut rx, 1).await;
+    assert_eq!(&*map[&key()], &[addr]);
+
+    // Ejection removes a dead endpoint at once (its probes fail from then on)...
+    drop(l);
+    b.eject(&key(), addr);
+    wait_count(&mut rx, 0).await;
+    // ...and a passing probe brings it back.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let _l = socket.listen(16).unwrap();
+    wait_count(&mut rx, 1).await;
+    exit.cancel();
+}
+
+#[tokio::test]
+async fn knative_probe_needs_200_and_body_queue() {
+    let good = http_server(200, "queue").await;
+    let wrong_body = http_server(200, "ok").await;
+    let (_cfg_tx, cfg_rx) = watch::channel(config("knative", &[good, wrong_body]));
+    let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
+    let (_disc_tx, disc_rx) = watch::channel(discovered);
+    let exit = CancellationToken::new();
+    let mut rx = Backends::spawn(cfg_rx, disc_rx, exit.clone()).healthy();
+    let map = wait_count(&mut rx, 1).await;
+    assert_eq!(&*map[&key()], &[good]);
+    exit.cancel();
+}
+
+#[tokio::test]
+async fn http_probe_takes_any_2xx_and_vanished_endpoints_leave() {
+    let ok = http_server(204, "").await;
+    let bad = http_server(503, "no").await;
+    let (_cfg_tx, cfg_rx) = watch::channel(config("http", &[ok, bad]));
+    let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
+    let (disc_tx, disc_rx) = watch::channel(discovered);
+    let exit = CancellationToken::new();
+    let mut rx = Backends::spawn(cfg_rx, disc_rx, exit.clone()).healthy();
+    let map = wait_count(&mut rx, 1).await;
+    assert_eq!(&*map[&key()], &[ok]);
+    disc_tx.send_replace(Endpoints::default());
+    wait_count(&mut rx, 0).await;
+    exit.cancel();
+}
