@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# kactivator benchmarks on 127.0.0.1: warm path vs nginx, cold start (activator and adapter
+# architectures), 10,000 buffered requests, adapter gRPC throughput. Results: benches/results/*.csv,
+# docs/benchmarks.md, docs/benchmarks-coldstart.svg.
+#
+#   benches/run.sh            full run (~20 min on 2 cores)
+#   benches/run.sh --quick    short run (under 3 minutes once built)
+#   benches/run.sh --only warm,cold,hold,adapter,idle [--trials N]
+#
+# Installs nginx, wrk and h2load (nghttp2-client) with apt-get when missing, builds kactivator and
+# the bench clients (examples/bench_*.rs) in release, then runs benches/bench.py (stdlib Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  echo "[bench] installing ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+
+echo "[bench] cargo build --release --bin kactivator --examples"
+cargo build --release --quiet --bin kactivator --examples
+
+# 10,000 held connections need > 10,000 descriptors in kactivator and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec python3 benches/bench.py "$@"
