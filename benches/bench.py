@@ -26,7 +26,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benches", "results")
-RELEASE = os.path.join(ROOT, "target", "release")
+RELEASE = os.path.join(ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
 KACTIVATOR = os.path.join(RELEASE, "kactivator")
 EX = os.path.join(RELEASE, "examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -150,7 +150,7 @@ def http_get(url, headers=None, timeout=2.0):
 
 
 def metrics():
-    """Sums of every series on kactivator's /metrics, by metric name (labels summed)."""
+    """Every series on kactivator's /metrics: `name` → sum over labels, and `name{labels}` → value."""
     status, text = http_get(f"http://127.0.0.1:{P_ADMIN}/metrics")
     sums = {}
     if status != 200:
@@ -161,10 +161,34 @@ def metrics():
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)", line)
         if m:
             try:
-                sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
+                v = float(m.group(3))
             except ValueError:
-                pass
+                continue
+            sums[m.group(1)] = sums.get(m.group(1), 0.0) + v
+            if m.group(2):
+                sums[m.group(1) + m.group(2)] = v
     return sums
+
+
+def series_delta(m0, m1, name):
+    """`label=value:delta;…` for the labelled series of `name` that changed between two scrapes."""
+    out = []
+    for k in sorted(m1):
+        if k.startswith(name + "{"):
+            d = m1[k] - m0.get(k, 0.0)
+            if d:
+                labels = ",".join(x.split("=")[1].strip('"') for x in k[len(name) + 1:-1].split(",") if "=" in x)
+                out.append(f"{labels}:{d:.0f}")
+    return ";".join(out)
+
+
+def labelled(m, name, **labels):
+    """Sum of the series of `name` whose labels include `labels`."""
+    total = 0.0
+    for k, v in m.items():
+        if k.startswith(name + "{") and all(f'{a}="{b}"' in k for a, b in labels.items()):
+            total += v
+    return total
 
 
 def tree_pids(pid):
@@ -539,10 +563,14 @@ revisions:
             row = dict(zip(lines[-2].split(","), lines[-1].split(",")))
             row.pop("label", None)
             wall = t1 - t0
-            frames = m1.get("kactivator_autoscaler_frames_total", 0) - m0.get("kactivator_autoscaler_frames_total", 0)
-            pokes = m1.get("kactivator_pokes_total", 0) - m0.get("kactivator_pokes_total", 0)
+            fname, pname = "kactivator_autoscaler_frames_total", "kactivator_pokes_total"
+            frames = labelled(m1, fname, result="sent") - labelled(m0, fname, result="sent")
+            if not frames and fname in m1 and not any(k.startswith(fname + "{") for k in m1):
+                frames = m1[fname] - m0.get(fname, 0)  # unlabelled counter
+            pokes = labelled(m1, pname, result="sent") - labelled(m0, pname, result="sent")
             calls = m1.get("kactivator_adapter_calls_total", 0) - m0.get("kactivator_adapter_calls_total", 0)
             row.update(wall_s=round(wall, 2), adapter_calls_metric=int(calls), frames=int(frames), pokes=int(pokes),
+                       frames_by_label=series_delta(m0, m1, fname), pokes_by_label=series_delta(m0, m1, pname),
                        frames_per_revision_per_s=round(frames / revisions / wall, 3) if wall else "",
                        adapter_cpu_us_per_call=round((c1 - c0) / CLK_TCK * 1e6 / max(1, int(row["requests"])), 2),
                        adapter_cpu_util=round((c1 - c0) / CLK_TCK / wall, 3) if wall else "")

@@ -208,10 +208,11 @@ def adapter_section(rows):
         return "_Adapter not measured in this run._"
     body = [[r["api"], r["connections"], r["concurrency"], r["revisions"], f(num(r["rps"]), 0), r["errors"],
              r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"], r["adapter_cpu_util"], r["adapter_cpu_us_per_call"],
-             r["frames"], r["pokes"], r["frames_per_revision_per_s"]] for r in rows]
+             r["frames"], r["pokes"], r["frames_per_revision_per_s"],
+             r.get("pokes_by_label", "").replace(";", "; ")] for r in rows]
     return table(["api", "conns", "concurrency", "revisions", "calls/s", "errors", "p50 µs", "p99 µs",
                   "p99.9 µs", "max µs", "adapter CPU (cores)", "adapter CPU µs/call", "frames", "pokes",
-                  "frames/revision/s"], body)
+                  "frames/revision/s", "kactivator_pokes_total delta by result"], body)
 
 
 def verdict(ok):
