@@ -91,9 +91,27 @@ def stop(p, grace=5.0):
         PROCS.remove(p)
 
 
+def sweep_pods():
+    """Kills bench pods that outlived their kactivator (pods run in their own process group)."""
+    for name in os.listdir(WORK) if os.path.isdir(WORK) else []:
+        if not name.startswith("ready-"):
+            continue
+        with open(os.path.join(WORK, name)) as f:
+            for line in f:
+                try:
+                    pid = int(line.split()[0])
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        if b"bench_app" not in c.read():
+                            continue
+                    os.kill(pid, signal.SIGKILL)
+                except (OSError, ValueError, IndexError):
+                    pass
+
+
 def cleanup():
     for p in list(reversed(PROCS)):
         stop(p, grace=3.0)
+    sweep_pods()
 
 
 def on_signal(signum, _frame):
@@ -375,6 +393,12 @@ revisions:
     hosts: [warm.bench]
     endpoints: [127.0.0.1:{P_BACKEND_H1}]
     min_scale: 1
+  # kactivator's upstream protocol follows the client's: h2c clients need an h2c endpoint
+  # (the same nginx backend, on its h2c port).
+  - namespace: default
+    name: warm-h2
+    endpoints: [127.0.0.1:{P_BACKEND_H2}]
+    min_scale: 1
 """, cpu=CPU_PROXY, threads=1)
     for port in (P_BACKEND_H1, P_BACKEND_H2, P_NGINX_H1, P_NGINX_H2):
         if not wait_port(port):
@@ -409,7 +433,7 @@ revisions:
                     h2log = os.path.join(WORK, f"h2load-{name}-{rep}.log")
                     cmd = ["h2load", "-t1", f"-c{cfg['h2_connections']}", f"-m{cfg['h2_streams']}",
                            "--warm-up-time=1", f"-D{dur}", f"--log-file={h2log}"] + \
-                          [a for k, v in headers.items() if k != "Host" for a in ("-H", f"{k.lower()}: {v}")] + \
+                          ["-H", "knative-serving-namespace: default", "-H", "knative-serving-revision: warm-h2"] + \
                           [f"http://127.0.0.1:{port}/"]
                 c0 = cpu_ticks(proc.pid) if proc else 0
                 b0 = cpu_ticks(backend.pid)
@@ -658,6 +682,7 @@ def main():
         finally:
             for p in list(PROCS):
                 stop(p)
+            sweep_pods()
     info["elapsed_s"] = round(time.time() - started, 1)
     info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     info["commands"] = COMMANDS

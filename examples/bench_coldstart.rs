@@ -151,14 +151,25 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let gateway = match arch {
             Arch::Activator => None,
-            Arch::AdapterRetry | Arch::AdapterHold => Some(gateway_emulator::Gateway {
-                channel: adapter_wire::connect(grpc).await?,
-                api,
-                upstream,
-                host: host.clone(),
-                retries: arch == Arch::AdapterRetry,
-                deadline,
-            }),
+            Arch::AdapterRetry | Arch::AdapterHold => {
+                let channel = adapter_wire::connect(grpc).await?;
+                // Fail fast when the adapter does not answer at all.
+                let serving = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    adapter_wire::serving(channel.clone()),
+                )
+                .await
+                .context("the adapter does not answer a health check within 3 s")??;
+                anyhow::ensure!(serving, "the adapter is not SERVING");
+                Some(gateway_emulator::Gateway {
+                    channel,
+                    api,
+                    upstream,
+                    host: host.clone(),
+                    retries: arch == Arch::AdapterRetry,
+                    deadline,
+                })
+            }
         };
         let label = match arch {
             Arch::Activator => "activator".to_owned(),

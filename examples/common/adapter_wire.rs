@@ -196,3 +196,30 @@ pub(crate) async fn check(
     };
     Ok(reply.into_inner().status.map_or(0, |s| s.code))
 }
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub(crate) service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    pub(crate) status: i32,
+}
+
+/// `grpc.health.v1.Health/Check` for the whole server; `true` when SERVING.
+pub(crate) async fn serving(channel: Channel) -> anyhow::Result<bool> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let reply = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest::default()),
+            PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
+            codec,
+        )
+        .await?;
+    Ok(reply.into_inner().status == 1)
+}
