@@ -144,12 +144,16 @@ impl Adapter {
         let (reporter, health) = tonic_health::server::health_reporter();
         set_status(&reporter, ServingStatus::Serving).await;
         let health_task = tokio::spawn({
-            let drain = drain.clone();
+            let (drain, mut reporter) = (drain.clone(), reporter);
             async move {
                 drain.draining().await;
                 set_status(&reporter, ServingStatus::NotServing).await;
-                // Keep the reporter alive so Watch streams see NOT_SERVING, not an end.
                 drain.closing().await;
+                // Ends every Watch stream, which would otherwise hold the graceful stop
+                // until the grace period.
+                for name in SERVICES {
+                    reporter.clear_service_status(name).await;
+                }
             }
         });
 
@@ -172,6 +176,7 @@ impl Adapter {
             .add_service(AuthorizationServer::new(ExtAuthz::new(shared)))
             .serve_with_incoming_shutdown(incoming, drain.closing())
             .await;
+        // Normally finished already; if serving failed before closing, stop it.
         health_task.abort();
         exit.cancel();
         served.map_err(Error::Serve)
