@@ -23,6 +23,7 @@ pub mod autoscaler;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod drain;
 pub mod endpoints;

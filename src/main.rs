@@ -10,6 +10,9 @@ use kactivator::{app::App, cli::Cli, config, drain, telemetry};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    if std::env::var_os(kactivator::demo::ENV).is_some() {
+        return kactivator::demo::main();
+    }
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let (config, path) = match config::load(cli.config.as_deref()) {
