@@ -35,8 +35,10 @@ async fn a_held_check_is_released_when_the_revision_gets_a_healthy_pod() {
         EXT_AUTHZ_PATH,
         ext_authz_request("hello.example.com", &[]),
     ));
-    // Both are held while the revision has no pod.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both calls reached the handler (their poke arrived) and are held while the revision
+    // has no pod.
+    let frames = fake.wait_frames(1, Duration::from_secs(10)).await;
+    assert_eq!(frames[0].protobuf().messages[0].name, "hello");
     assert!(!mixer.is_finished() && !envoy.is_finished());
 
     let (pod, _pod_task) = healthy_pod().await;
@@ -103,7 +105,8 @@ async fn closing_releases_held_calls() {
         AUTHORIZATION_PATH,
         authorization_request("default", "hello", ""),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Held once its poke arrived.
+    assert_eq!(fake.wait_frames(1, Duration::from_secs(10)).await.len(), 1);
     assert!(!held.is_finished());
     let shutdown = tokio::spawn(app.shutdown());
     let reply = tokio::time::timeout(Duration::from_secs(10), held)

@@ -27,10 +27,11 @@ pub(crate) enum Decision {
 }
 
 impl Decision {
-    /// The `result` label of `kactivator_pokes_total`.
+    /// The `result` label of `kactivator_pokes_total` (a sent poke is counted by the
+    /// autoscaler client, which knows whether it went out).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Decision::Send => "sent",
+            Decision::Send => "forwarded",
             Decision::Coalesced => "coalesced",
             Decision::Overflow => "overflow",
         }

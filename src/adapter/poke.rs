@@ -66,9 +66,11 @@ impl Pokes {
             .coalescer
             .offer(&(target.id, key.clone()), Instant::now(), interval);
         if decision == Decision::Send {
+            // The client counts what becomes of it (`sent`, `deferred`, `dropped`).
             target.sink.poke(key);
+        } else {
+            ::metrics::counter!(metrics::POKES, "result" => decision.as_str()).increment(1);
         }
-        ::metrics::counter!(metrics::POKES, "result" => decision.as_str()).increment(1);
         decision
     }
 }
