@@ -32,10 +32,17 @@ fn the_descriptor_describes_the_params_message() {
         .iter()
         .find(|f| f.package() == "adapter.kactivator.config")
         .unwrap();
-    let params = file.message_type.iter().find(|m| m.name() == "Params").unwrap();
+    let params = file
+        .message_type
+        .iter()
+        .find(|m| m.name() == "Params")
+        .unwrap();
     let field = &params.field[0];
     assert_eq!((field.name(), field.number()), ("autoscaler_endpoint", 1));
-    assert_eq!(field.r#type(), prost_types::field_descriptor_proto::Type::String);
+    assert_eq!(
+        field.r#type(),
+        prost_types::field_descriptor_proto::Type::String
+    );
 }
 
 fn render(descriptor: &[u8]) -> String {
