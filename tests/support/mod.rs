@@ -4,3 +4,4 @@
 pub mod app;
 pub mod autoscaler;
 pub mod backend;
+pub mod mixer;
