@@ -252,9 +252,12 @@ async fn discovered_endpoints(
         ),
         (DiscoveryKind::Static, _) => discovery::spawn_static(ctx.config.clone(), exit),
         (DiscoveryKind::Kubernetes, _) => {
-            let client = kube::Client::try_default()
-                .await
-                .context("discovery: kubernetes needs a service account or a kubeconfig")?;
+            // kube's error repeats its sources in its message: print it once, not as a chain.
+            let client = kube::Client::try_default().await.map_err(|error| {
+                anyhow::anyhow!(
+                    "discovery: kubernetes needs a service account or a kubeconfig: {error}"
+                )
+            })?;
             discovery::spawn_kubernetes(ctx.config.clone(), client, exit)
         }
     })

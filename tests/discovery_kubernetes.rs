@@ -307,6 +307,50 @@ async fn the_watch_resumes_after_the_server_drops_it() {
 }
 
 #[tokio::test]
+async fn an_expired_watch_lists_again_and_forgets_what_was_deleted_meanwhile() {
+    let mut d = start(
+        HELLO,
+        vec![
+            slice(
+                "default",
+                "hello-private-a",
+                "hello-private",
+                HTTP,
+                &[("10.0.0.1", Some(true))],
+            ),
+            slice(
+                "default",
+                "hello-private-b",
+                "hello-private",
+                HTTP,
+                &[("10.0.0.2", Some(true))],
+            ),
+        ],
+    )
+    .await;
+    d.expect(&[("default/hello", &["10.0.0.1:8012", "10.0.0.2:8012"])])
+        .await;
+    d.api.wait_watches(1).await;
+
+    // While the watch is down the history is compacted away: only a new list can tell that
+    // slice b went and slice c came.
+    // (The test runtime is single-threaded: the client cannot re-watch before `compact`.)
+    d.api.drop_watches();
+    d.api.delete("default", "hello-private-b");
+    d.api.apply(slice(
+        "default",
+        "hello-private-c",
+        "hello-private",
+        HTTP,
+        &[("10.0.0.3", Some(true))],
+    ));
+    d.api.compact();
+    d.expect(&[("default/hello", &["10.0.0.1:8012", "10.0.0.3:8012"])])
+        .await;
+    assert_eq!(d.api.list_requests().len(), 2, "{:?}", d.api.requests());
+}
+
+#[tokio::test]
 async fn port_name_and_service_suffix_come_from_the_reloadable_config() {
     let mut d = start(
         "kubernetes: {port_name: http2}
@@ -378,4 +422,72 @@ revisions: [{namespace: apps, name: hello}]",
     // The Service name only matters when discovery reads it.
     Config::parse("kubernetes: {service_suffix: _x}\nrevisions: [{name: hello, endpoints: []}]")
         .unwrap();
+}
+
+/// The binary in activator mode, its Kubernetes client found through `$KUBECONFIG`.
+fn kactivator(dir: &std::path::Path, kubeconfig: &std::path::Path) -> tokio::process::Command {
+    let config = dir.join("kactivator.yaml");
+    std::fs::write(
+        &config,
+        "listen: {http: 127.0.0.1:0, h2c: 127.0.0.1:0, admin: 127.0.0.1:0, grpc: 127.0.0.1:0, autoscaler: 127.0.0.1:0}
+discovery: kubernetes
+revisions: [{namespace: apps, name: hello}]
+",
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kactivator"));
+    cmd.args(["--mode", "activator", "--config"])
+        .arg(&config)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", dir)
+        // Not in a pod, whatever the machine running the tests is.
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn the_binary_watches_the_configured_revisions_through_its_kubeconfig() {
+    let api = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let mut child = kactivator(dir.path(), &kubeconfig).spawn().unwrap();
+
+    api.wait_watches(1).await;
+    let watch = &api.watch_requests()[0];
+    assert!(
+        watch.starts_with("/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices?"),
+        "{watch}"
+    );
+    assert!(watch.contains("hello-private"), "{watch}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_without_a_kubernetes_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = kactivator(dir.path(), &dir.path().join("missing-kubeconfig"))
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("discovery: kubernetes needs a service account or a kubeconfig"),
+        "{stderr}"
+    );
 }

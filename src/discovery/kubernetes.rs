@@ -183,6 +183,8 @@ impl Watchers {
                     );
                 }
                 Some(n) if *n.planned() == services => {}
+                // Planned back before the successor listed: the serving watcher already fits.
+                Some(n) if n.current.services == services => n.next = None,
                 Some(n) => {
                     let watch =
                         SliceWatch::start(self.client.clone(), &ns, services, self.wake.clone());

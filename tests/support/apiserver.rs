@@ -39,6 +39,8 @@ struct Inner {
     /// (namespace, name) → object.
     objects: BTreeMap<(String, String), Value>,
     log: Vec<Logged>,
+    /// Watches from a resource version older than this get `410 Gone` (see [`FakeApiServer::compact`]).
+    compacted: u64,
     requests: Vec<String>,
     /// Cancelled (and replaced) to end every open watch stream.
     watches: CancellationToken,
@@ -87,9 +89,28 @@ impl FakeApiServer {
         Self { addr, state, stop }
     }
 
+    /// The cluster URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig file's text whose current context points at this server.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]
+users: [{{name: fake, user: {{}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]
+current-context: fake
+",
+            self.url()
+        )
+    }
+
     /// A client whose cluster URL is this server (plain HTTP, no credentials).
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        let config = kube::Config::new(self.url().parse().unwrap());
         kube::Client::try_from(config).unwrap()
     }
 
@@ -135,6 +156,21 @@ impl FakeApiServer {
         let mut inner = self.state.inner.lock();
         inner.watches.cancel();
         inner.watches = CancellationToken::new();
+    }
+
+    /// Forgets the event log, as etcd compaction does: a re-watch from an older resource version
+    /// gets a `410 Gone` ERROR event and the client must list again.
+    pub fn compact(&self) {
+        let mut inner = self.state.inner.lock();
+        inner.log.clear();
+        inner.compacted = inner.resource_version;
+    }
+
+    /// List requests received so far.
+    pub fn list_requests(&self) -> Vec<String> {
+        let mut r = self.requests();
+        r.retain(|u| !u.contains("watch=true"));
+        r
     }
 
     /// Every request URI (path and query) received so far.
@@ -211,6 +247,18 @@ async fn endpointslices(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    if since < inner.compacted {
+        let gone = json!({"type": "ERROR", "object": {
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": format!("too old resource version: {since} ({})", inner.compacted),
+            "reason": "Expired", "code": 410,
+        }});
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{gone}\n"),
+        )
+            .into_response();
+    }
     // Replay and subscription under one lock: nothing falls between them.
     let replay: Vec<Logged> = inner
         .log
