@@ -351,6 +351,27 @@ async fn an_expired_watch_lists_again_and_forgets_what_was_deleted_meanwhile() {
 }
 
 #[tokio::test]
+async fn a_refused_list_is_retried() {
+    let api = FakeApiServer::start().await;
+    // Forbidden until an operator fixes RBAC: the watcher backs off and tries again.
+    api.forbid_next(1);
+    api.apply(slice(
+        "default",
+        "hello-private-a",
+        "hello-private",
+        HTTP,
+        &[("10.0.0.1", Some(true))],
+    ));
+    let (_config, rx) = watch::channel(config(HELLO));
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let mut endpoints = discovery::spawn_kubernetes(rx, api.client(), stop);
+    let listed = tokio::time::timeout(WAIT, endpoints.wait_for(|m| !m.is_empty())).await;
+    assert!(listed.is_ok(), "requests {:?}", api.requests());
+    assert_eq!(api.list_requests().len(), 2, "{:?}", api.requests());
+}
+
+#[tokio::test]
 async fn port_name_and_service_suffix_come_from_the_reloadable_config() {
     let mut d = start(
         "kubernetes: {port_name: http2}
@@ -444,7 +465,7 @@ revisions: [{namespace: apps, name: hello}]
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     cmd
 }
@@ -478,6 +499,7 @@ async fn the_binary_watches_the_configured_revisions_through_its_kubeconfig() {
 async fn the_binary_refuses_to_start_without_a_kubernetes_client() {
     let dir = tempfile::tempdir().unwrap();
     let child = kactivator(dir.path(), &dir.path().join("missing-kubeconfig"))
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let out = tokio::time::timeout(WAIT, child.wait_with_output())

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The label the EndpointSlice controller puts on every slice of a Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Watches the EndpointSlices of every configured revision and publishes the discovered table.
 ///
@@ -173,7 +173,8 @@ impl Watchers {
         for (ns, services) in wanted {
             match self.namespaces.get_mut(&ns) {
                 None => {
-                    let current = self.start(&ns, services);
+                    let current =
+                        SliceWatch::start(self.client.clone(), &ns, services, self.wake.clone());
                     self.namespaces.insert(
                         ns,
                         Namespace {
@@ -199,10 +200,6 @@ impl Watchers {
                 }
             }
         }
-    }
-
-    fn start(&self, namespace: &str, services: BTreeSet<String>) -> SliceWatch {
-        SliceWatch::start(self.client.clone(), namespace, services, self.wake.clone())
     }
 
     /// Lets every successor watcher that has listed take over from its predecessor.
@@ -278,7 +275,7 @@ fn selector(services: &BTreeSet<String>) -> String {
 
 /// Addresses of the endpoints in `slice` that are not known to be unready, with its `port_name`
 /// port. FQDN slices and slices without a usable port contribute nothing.
-pub fn ready_addresses(slice: &EndpointSlice, port_name: &str) -> Vec<SocketAddr> {
+fn ready_addresses(slice: &EndpointSlice, port_name: &str) -> Vec<SocketAddr> {
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return Vec::new();
     }

@@ -41,6 +41,8 @@ struct Inner {
     log: Vec<Logged>,
     /// Watches from a resource version older than this get `410 Gone` (see [`FakeApiServer::compact`]).
     compacted: u64,
+    /// Requests still to be answered 403 Forbidden (see [`FakeApiServer::forbid_next`]).
+    forbidden: usize,
     requests: Vec<String>,
     /// Cancelled (and replaced) to end every open watch stream.
     watches: CancellationToken,
@@ -166,6 +168,11 @@ current-context: fake
         inner.compacted = inner.resource_version;
     }
 
+    /// Answers the next `n` requests `403 Forbidden`, as a missing RBAC binding does.
+    pub fn forbid_next(&self, n: usize) {
+        self.state.inner.lock().forbidden = n;
+    }
+
     /// List requests received so far.
     pub fn list_requests(&self) -> Vec<String> {
         let mut r = self.requests();
@@ -224,6 +231,20 @@ async fn endpointslices(
     };
     let mut inner = state.inner.lock();
     inner.requests.push(uri.to_string());
+    if inner.forbidden > 0 {
+        inner.forbidden -= 1;
+        let status = json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": "endpointslices.discovery.k8s.io is forbidden",
+            "reason": "Forbidden", "code": 403,
+        });
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            status.to_string(),
+        )
+            .into_response();
+    }
     if query.get("watch").map(String::as_str) != Some("true") {
         let items: Vec<Value> = inner
             .objects
