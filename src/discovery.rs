@@ -45,7 +45,7 @@ pub fn spawn_static(
 
 /// Endpoints of the configured revisions' private Services, watched through `client`.
 ///
-/// Production passes `kube::Client::try_default()` (in-cluster service account, else kubeconfig);
+/// Production passes `kube::Client::try_default()` (kubeconfig, else the pod's service account);
 /// tests pass a client pointed at a fake API server. See [`kubernetes::spawn`].
 pub fn spawn_kubernetes(
     config: watch::Receiver<SharedConfig>,
