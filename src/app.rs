@@ -122,7 +122,8 @@ impl App {
                     },
                     exit.clone(),
                 );
-                let discovered = discovered_endpoints(&ctx, &config, local.as_ref(), exit.clone());
+                let discovered =
+                    discovered_endpoints(&ctx, &config, local.as_ref(), exit.clone()).await?;
                 let backends = Backends::spawn(ctx.config.clone(), discovered, exit.clone());
                 if mode == Mode::Activator {
                     let reporter = ConcurrencyReporter::spawn(client, exit.clone());
@@ -237,20 +238,27 @@ fn flatten(res: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::R
     }
 }
 
-fn discovered_endpoints(
+async fn discovered_endpoints(
     ctx: &Context,
     config: &Config,
     local: Option<&LocalAutoscaler>,
     exit: CancellationToken,
-) -> watch::Receiver<Endpoints> {
-    match (config.discovery, local) {
+) -> anyhow::Result<watch::Receiver<Endpoints>> {
+    Ok(match (config.discovery, local) {
         (DiscoveryKind::Local, Some(local)) => local.endpoints(),
         (DiscoveryKind::Local, None) => crate::autoscaler::remote_endpoints(
             config.autoscaler.url.clone().unwrap_or_default(),
             exit,
         ),
-        (DiscoveryKind::Static | DiscoveryKind::Kubernetes, _) => {
-            discovery::spawn_static(ctx.config.clone(), exit)
+        (DiscoveryKind::Static, _) => discovery::spawn_static(ctx.config.clone(), exit),
+        (DiscoveryKind::Kubernetes, _) => {
+            // kube's error repeats its sources in its message: print it once, not as a chain.
+            let client = kube::Client::try_default().await.map_err(|error| {
+                anyhow::anyhow!(
+                    "discovery: kubernetes needs a service account or a kubeconfig: {error}"
+                )
+            })?;
+            discovery::spawn_kubernetes(ctx.config.clone(), client, exit)
         }
-    }
+    })
 }

@@ -9,6 +9,7 @@ use std::{
     sync::Arc,
 };
 
+pub use file::KubernetesConfig;
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, RevisionConfig, ShutdownConfig, TlsConfig,
@@ -109,12 +110,6 @@ impl Config {
             return Err(Error::invalid(
                 "autoscaler.send_queue",
                 "must be at least 1",
-            ));
-        }
-        if self.discovery == DiscoveryKind::Kubernetes {
-            return Err(Error::invalid(
-                "discovery",
-                "`kubernetes` is not available in this build; use `static` or `local`",
             ));
         }
         let a = &self.activator;
@@ -221,6 +216,44 @@ impl Config {
                 return Err(Error::invalid(
                     at("startup_timeout"),
                     "must be greater than 0",
+                ));
+            }
+        }
+        // Last, so that a bad revision name is reported as such rather than as a bad Service name.
+        self.validate_kubernetes()
+    }
+
+    /// The `kubernetes:` section; revisions are checked against it only with `discovery: kubernetes`.
+    fn validate_kubernetes(&self) -> Result<(), Error> {
+        let k = &self.kubernetes;
+        // A Service port name is an IANA_SVC_NAME: at most 15 characters, lowercase, digits, `-`.
+        if !(is_dns_label(&k.port_name) && k.port_name.len() <= 15) {
+            return Err(Error::invalid(
+                "kubernetes.port_name",
+                format!("`{}` is not a Service port name", k.port_name),
+            ));
+        }
+        if let Some(ns) = k.namespace.as_ref().filter(|ns| !is_dns_label(ns)) {
+            return Err(Error::invalid(
+                "kubernetes.namespace",
+                format!("`{ns}` is not a DNS label"),
+            ));
+        }
+        if self.discovery != DiscoveryKind::Kubernetes {
+            return Ok(());
+        }
+        for (i, r) in self.revisions.iter().enumerate() {
+            let service = format!("{}{}", r.name, k.service_suffix);
+            if !is_dns_label(&service) {
+                return Err(Error::invalid(
+                    "kubernetes.service_suffix",
+                    format!("revisions[{i}]: `{service}` is not a Service name"),
+                ));
+            }
+            if let Some(ns) = k.namespace.as_ref().filter(|ns| **ns != r.namespace) {
+                return Err(Error::invalid(
+                    format!("revisions[{i}].namespace"),
+                    format!("must be `{ns}` (kubernetes.namespace)"),
                 ));
             }
         }

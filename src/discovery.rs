@@ -1,7 +1,10 @@
 //! Discovery: turns a source of pod addresses into the *discovered* endpoint table.
 //!
 //! `static` reads `revisions[].endpoints` from the (hot-reloaded) config. `local` endpoints
-//! come from the local autoscaler's process supervisor (see `autoscaler::local`).
+//! come from the local autoscaler's process supervisor (see `autoscaler::local`). `kubernetes`
+//! watches the EndpointSlices of each revision's private Service (see [`kubernetes`]).
+
+pub mod kubernetes;
 
 use std::sync::Arc;
 
@@ -38,6 +41,18 @@ pub fn spawn_static(
         }
     });
     rx
+}
+
+/// Endpoints of the configured revisions' private Services, watched through `client`.
+///
+/// Production passes `kube::Client::try_default()` (kubeconfig, else the pod's service account);
+/// tests pass a client pointed at a fake API server. See [`kubernetes::spawn`].
+pub fn spawn_kubernetes(
+    config: watch::Receiver<SharedConfig>,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Endpoints> {
+    kubernetes::spawn(config, client, shutdown)
 }
 
 /// The endpoint table a config describes.

@@ -36,6 +36,12 @@ pub const AUTOSCALER_FRAMES: &str = "kactivator_autoscaler_frames_total";
 /// Counter, label `result` (`applied`, `rejected`).
 pub const CONFIG_RELOADS: &str = "kactivator_config_reloads_total";
 
+/// Counter, labels `api`, `reason`: adapter calls that carried no usable revision or bad
+/// `adapter_config` (traffic is still allowed unless the config itself is invalid).
+pub const ADAPTER_ERRORS: &str = "kactivator_adapter_errors_total";
+/// Counter, label `api`: `hold_until_ready` ran out before the revision had a ready pod.
+pub const ADAPTER_HOLD_EXPIRED: &str = "kactivator_adapter_hold_expired_total";
+
 /// Label names shared by the per-revision metrics.
 pub const LABEL_NAMESPACE: &str = "k8s_namespace_name";
 pub const LABEL_REVISION: &str = "kn_revision_name";
@@ -112,5 +118,13 @@ fn describe() {
     describe_counter!(POKES, "Scale-from-zero pokes, by result");
     describe_counter!(ADAPTER_CALLS, "Adapter gRPC calls, by api");
     describe_counter!(AUTOSCALER_FRAMES, "Stats frames to or from the autoscaler");
+    describe_counter!(
+        ADAPTER_ERRORS,
+        "Adapter calls without a usable revision or with bad adapter_config, by api and reason"
+    );
+    describe_counter!(
+        ADAPTER_HOLD_EXPIRED,
+        "Adapter holds that ended without a ready pod, by api"
+    );
     describe_counter!(CONFIG_RELOADS, "Config file reloads, by result");
 }

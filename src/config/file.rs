@@ -19,6 +19,8 @@ pub struct Config {
     pub adapter: AdapterConfig,
     pub shutdown: ShutdownConfig,
     pub revisions: Vec<RevisionConfig>,
+    /// `discovery: kubernetes` settings.
+    pub kubernetes: KubernetesConfig,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             adapter: AdapterConfig::default(),
             shutdown: ShutdownConfig::default(),
             revisions: Vec::new(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -273,6 +276,28 @@ impl Default for RevisionConfig {
             target: 10.0,
             scale_to_zero_after: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `discovery: kubernetes`: where a revision's pods are read from (hot-reloadable).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// EndpointSlice port whose number is combined with each address (a lone port is used as is).
+    pub port_name: String,
+    /// A revision's pods are the endpoints of the Service `<name><service_suffix>`.
+    pub service_suffix: String,
+    /// When set, every revision must live in this namespace (e.g. to run with a namespaced Role).
+    pub namespace: Option<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            port_name: "http".into(),
+            service_suffix: "-private".into(),
+            namespace: None,
         }
     }
 }

@@ -1,0 +1,150 @@
+//! Revision key derivation from what each API carries: Mixer instances, metric dimensions,
+//! ext_authz headers and hosts.
+
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
+
+use crate::{
+    config::{Config, SharedConfig},
+    proto::istio::policy::v1beta1::{Value, value},
+    revision::RevisionKey,
+};
+
+/// Knative's private (ServerlessService) K8s service suffixes: `-private` today, `-priv` in
+/// Knative v0.6, the version the 2019 adapter targeted.
+const PRIVATE_SUFFIXES: &[&str] = &["-private", "-priv"];
+
+/// From the `authorization` template's `action.namespace` and `action.service`.
+///
+/// `service` may be a short name or a host (`hello-private.default.svc.cluster.local`); the
+/// revision is its first DNS label without a private-service suffix.
+pub(crate) fn from_mixer(namespace: &str, service: &str) -> Option<RevisionKey> {
+    let namespace = namespace.trim();
+    let name = revision_of_service(service)?;
+    is_dns_label(namespace).then(|| RevisionKey::new(namespace, name))
+}
+
+/// From a metric instance's dimensions: `revision` (the name as is) or `service` (as in
+/// [`from_mixer`]), plus `namespace`; without `namespace`, the second label of a
+/// `<service>.<namespace>.svc…` host.
+pub(crate) fn from_dimensions(dims: &HashMap<String, Value>) -> Option<RevisionKey> {
+    let text = |k: &str| dims.get(k).and_then(text_of);
+    let service = text("service");
+    let name = match text("revision") {
+        Some(rev) => rev.trim(),
+        None => revision_of_service(service?)?,
+    };
+    let namespace = match text("namespace") {
+        Some(ns) => ns.trim(),
+        None => service?.split('.').nth(1)?,
+    };
+    (is_dns_label(name) && is_dns_label(namespace)).then(|| RevisionKey::new(namespace, name))
+}
+
+/// From the `Knative-Serving-Revision` / `Knative-Serving-Namespace` header values.
+pub(crate) fn from_headers(namespace: &str, revision: &str) -> Option<RevisionKey> {
+    let (namespace, revision) = (namespace.trim(), revision.trim());
+    (is_dns_label(namespace) && is_dns_label(revision))
+        .then(|| RevisionKey::new(namespace, revision))
+}
+
+/// From a Host (`[:port]` allowed): a configured `revisions[].hosts` entry, else
+/// `<rev>.<ns>.svc` or `<rev>.<ns>.svc.<cluster_domain>`.
+pub(crate) fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Option<RevisionKey> {
+    let host = strip_port(host.trim())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if let Some(key) = index.get(cfg, &host) {
+        return Some(key);
+    }
+    let mut labels = host.splitn(4, '.');
+    let (rev, ns, svc, rest) = (
+        labels.next()?,
+        labels.next()?,
+        labels.next()?,
+        labels.next(),
+    );
+    let domain_ok = rest.is_none_or(|d| d == cfg.cluster_domain);
+    (svc == "svc" && domain_ok && is_dns_label(rev) && is_dns_label(ns))
+        .then(|| RevisionKey::new(ns, rev))
+}
+
+/// `revisions[].hosts` of the config in force, rebuilt when the config changes.
+///
+/// Rebuilt lazily by whichever call first sees a new config: two calls racing on a reload
+/// build the same table, so either result is right.
+#[derive(Debug, Default)]
+pub(crate) struct HostIndex {
+    /// The config the table was built from, and the table.
+    built: Mutex<Option<(SharedConfig, Arc<HostTable>)>>,
+}
+
+/// Lower-case host → revision.
+type HostTable = HashMap<String, RevisionKey>;
+
+impl HostIndex {
+    fn get(&self, cfg: &SharedConfig, host: &str) -> Option<RevisionKey> {
+        let table = {
+            let built = self.built.lock();
+            match &*built {
+                Some((seen, table)) if Arc::ptr_eq(seen, cfg) => Some(table.clone()),
+                _ => None,
+            }
+        };
+        let table = match table {
+            Some(t) => t,
+            None => {
+                let t = Arc::new(Self::build(cfg));
+                *self.built.lock() = Some((cfg.clone(), t.clone()));
+                t
+            }
+        };
+        table.get(host).cloned()
+    }
+
+    fn build(cfg: &Config) -> HostTable {
+        cfg.revisions
+            .iter()
+            .flat_map(|r| r.hosts.iter().map(|h| (h.to_ascii_lowercase(), r.key())))
+            .collect()
+    }
+}
+
+fn revision_of_service(service: &str) -> Option<&str> {
+    let label = service.trim().split(['.', ':']).next()?;
+    let name = PRIVATE_SUFFIXES
+        .iter()
+        .find_map(|s| label.strip_suffix(s))
+        .unwrap_or(label);
+    is_dns_label(name).then_some(name)
+}
+
+fn text_of(v: &Value) -> Option<&str> {
+    match v.value.as_ref()? {
+        value::Value::StringValue(s) => Some(s),
+        value::Value::DnsNameValue(d) => Some(&d.value),
+        _ => None,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        // `[::1]:80` and bare IPv6 never name a revision; only strip a numeric port.
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// RFC 1123 label, as Kubernetes names namespaces and revisions.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests;

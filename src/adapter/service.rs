@@ -1,0 +1,106 @@
+//! What every gRPC API of the adapter shares: live config, targets, coalescer, hold.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{
+    error::{Api, CallError},
+    hold::{Hold, hold},
+    key::HostIndex,
+    params::Targets,
+    poke::Pokes,
+};
+use crate::{
+    config::SharedConfig, drain::Drain, endpoints::Endpoints, metrics, revision::RevisionKey,
+};
+
+/// Shared state of the adapter's services. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: watch::Receiver<SharedConfig>,
+    healthy: watch::Receiver<Endpoints>,
+    drain: Drain,
+    targets: Targets,
+    pokes: Pokes,
+    hosts: HostIndex,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: watch::Receiver<SharedConfig>,
+        healthy: watch::Receiver<Endpoints>,
+        drain: Drain,
+        targets: Targets,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            healthy,
+            drain,
+            targets,
+            pokes: Pokes::default(),
+            hosts: HostIndex::default(),
+        }))
+    }
+
+    /// The config in force now.
+    pub(crate) fn config(&self) -> SharedConfig {
+        self.0.config.borrow().clone()
+    }
+
+    pub(crate) fn hosts(&self) -> &HostIndex {
+        &self.0.hosts
+    }
+
+    /// Counts the call.
+    pub(crate) fn called(&self, api: Api) {
+        ::metrics::counter!(metrics::ADAPTER_CALLS, "api" => api.as_str()).increment(1);
+    }
+
+    /// Pokes the revision (coalesced) at the autoscaler `adapter_config` selects.
+    pub(crate) fn poke(
+        &self,
+        api: Api,
+        adapter_config: Option<&prost_types::Any>,
+        key: &RevisionKey,
+        cfg: &SharedConfig,
+    ) -> Result<(), CallError> {
+        let target = self.0.targets.resolve(adapter_config, api)?;
+        let decision = self.0.pokes.poke(&target, key, cfg.adapter.poke_interval);
+        debug!(revision = %key, api = api.as_str(), result = decision.as_str(), "Poke");
+        Ok(())
+    }
+
+    /// Checks `adapter_config` without poking (a call that names no revision).
+    pub(crate) fn check_config(
+        &self,
+        api: Api,
+        adapter_config: Option<&prost_types::Any>,
+    ) -> Result<(), CallError> {
+        self.0.targets.resolve(adapter_config, api).map(|_| ())
+    }
+
+    /// Counts a call that named no usable revision; it is still allowed.
+    pub(crate) fn no_revision(&self, api: Api, detail: &str) {
+        ::metrics::counter!(metrics::ADAPTER_ERRORS, "api" => api.as_str(), "reason" => "no_revision")
+            .increment(1);
+        debug!(
+            api = api.as_str(),
+            detail, "Call names no revision; allowing it"
+        );
+    }
+
+    /// Holds a CHECK per `hold_until_ready`.
+    pub(crate) async fn hold(&self, api: Api, key: &RevisionKey, cfg: &SharedConfig) {
+        let limit = cfg.adapter.hold_until_ready;
+        let outcome = hold(&self.0.healthy, key, limit, &self.0.drain).await;
+        if outcome == Hold::Expired {
+            ::metrics::counter!(metrics::ADAPTER_HOLD_EXPIRED, "api" => api.as_str()).increment(1);
+            debug!(revision = %key, ?limit, "No ready pod within hold_until_ready; allowing");
+        }
+    }
+}
