@@ -384,9 +384,11 @@ def phase_warm(cfg):
       proxy_set_header Connection "";
     }}
   }}""", cpu=CPU_PROXY)
+    # TCP probes: the backend's h2c port speaks only HTTP/2 (prior knowledge), which an HTTP/1.1
+    # probe cannot reach.
     kact = start_kactivator("kactivator-warm", "activator", f"""discovery: static
 activator:
-  probe_style: http
+  probe_style: tcp
 revisions:
   - namespace: default
     name: warm
@@ -596,7 +598,7 @@ revisions:
             row.update(wall_s=round(wall, 2), adapter_calls_metric=int(calls), frames=int(frames), pokes=int(pokes),
                        frames_by_label=series_delta(m0, m1, fname), pokes_by_label=series_delta(m0, m1, pname),
                        frames_per_revision_per_s=round(frames / revisions / wall, 3) if wall else "",
-                       adapter_cpu_us_per_call=round((c1 - c0) / CLK_TCK * 1e6 / max(1, int(row["requests"])), 2),
+                       adapter_cpu_us_per_call=round((c1 - c0) / CLK_TCK * 1e6 / max(1, int(calls) or int(row["requests"])), 2),
                        adapter_cpu_util=round((c1 - c0) / CLK_TCK / wall, 3) if wall else "")
             log(f"adapter {api} c={conc} revs={revisions}: {row['rps']} calls/s p99 {row['p99_us']} us, "
                 f"frames {frames:.0f} pokes {pokes:.0f}")
@@ -662,7 +664,7 @@ def main():
     cfg = dict(
         warm_duration=3 if args.quick else 10, warm_reps=1 if args.quick else 3, warm_connections=64,
         h2_connections=16, h2_streams=8,
-        cold_trials=args.trials or (4 if args.quick else 30), cold_delays=[0, 500],
+        cold_trials=args.trials or (3 if args.quick else 30), cold_delays=[0, 500],
         hold_requests=10000, hold_delay_ms=5000 if args.quick else 8000, hold_cc=100, hold_timeout_s=120,
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
     )

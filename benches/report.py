@@ -145,9 +145,9 @@ def svg_plot(summary):
     def y(frac):
         return PAD_T + (1 - frac) * (H - PAD_T - PAD_B)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H + 30}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" '
              f'font-family="sans-serif" font-size="11">',
-             f'<rect width="{width}" height="{H + 30}" fill="white"/>']
+             f'<rect width="{width}" height="{H}" fill="white"/>']
     for i, delay in enumerate(delays):
         ox = i * W
         parts.append(f'<text x="{ox + W / 2}" y="18" text-anchor="middle" font-size="13">'
@@ -162,7 +162,6 @@ def svg_plot(summary):
                      f'excess = first response − pod bound (ms, log scale)</text>')
         parts.append(f'<text x="{ox + 14}" y="{(H) / 2}" transform="rotate(-90 {ox + 14} {H / 2})" '
                      f'text-anchor="middle">fraction of trials</text>')
-        legend_y = H + 5
         for j, arch in enumerate(COLD_ORDER):
             s = summary.get((arch, delay))
             if not s or not s["ex"]:
@@ -173,9 +172,10 @@ def svg_plot(summary):
                 pts.append(f"{x(v, ox):.1f},{y(k / len(ex)):.1f}")
                 pts.append(f"{x(v, ox):.1f},{y((k + 1) / len(ex)):.1f}")
             parts.append(f'<polyline fill="none" stroke="{COLORS[arch]}" stroke-width="1.8" points="{" ".join(pts)}"/>')
-            lx = ox + PAD_L + j * 140
-            parts.append(f'<line x1="{lx}" y1="{legend_y}" x2="{lx + 18}" y2="{legend_y}" stroke="{COLORS[arch]}" stroke-width="3"/>')
-            parts.append(f'<text x="{lx + 22}" y="{legend_y + 4}">{COLD_LABEL[arch]} (n={len(ex)})</text>')
+            lx, ly = ox + PAD_L + 8, PAD_T + 12 + j * 15
+            parts.append(f'<rect x="{lx - 4}" y="{ly - 9}" width="230" height="15" fill="white" opacity="0.8"/>')
+            parts.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 18}" y2="{ly}" stroke="{COLORS[arch]}" stroke-width="3"/>')
+            parts.append(f'<text x="{lx + 22}" y="{ly + 4}">{COLD_LABEL[arch]} (n={len(ex)})</text>')
     parts.append("</svg>")
     with open(SVG, "w") as fh:
         fh.write("\n".join(parts) + "\n")
