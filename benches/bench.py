@@ -236,6 +236,53 @@ def cpu_ticks(pid):
     return total
 
 
+def busy_ticks():
+    """Non-idle clock ticks of the whole machine (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]  # minus idle and iowait
+
+
+def children_ticks():
+    """CPU ticks of finished children of this process (the load generators)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * CLK_TCK
+
+
+class Foreign:
+    """CPU used during a measurement by processes that are not part of it (other jobs on the
+    machine), in cores: busy time − (our process trees + finished load generators)."""
+
+    def __init__(self, pids):
+        self.pids = [p for p in pids if p]
+        self.t0, self.b0, self.c0 = time.time(), busy_ticks(), children_ticks()
+        self.o0 = sum(cpu_ticks(p) for p in self.pids)
+
+    def cores(self):
+        wall = time.time() - self.t0
+        busy = busy_ticks() - self.b0
+        ours = sum(cpu_ticks(p) for p in self.pids) - self.o0 + children_ticks() - self.c0
+        return round(max(0.0, busy - ours) / CLK_TCK / wall, 2) if wall > 0 else float("nan")
+
+
+QUIET_WAIT = [60.0]  # seconds a measurement may wait for other jobs to calm down
+
+
+def wait_quiet(threshold=0.3):
+    """Before a measurement (our processes idle): waits, bounded by QUIET_WAIT, until the machine's
+    busy CPU over 1 s is below `threshold` cores. Returns the last sample."""
+    deadline = time.time() + QUIET_WAIT[0]
+    while True:
+        b0, t0 = busy_ticks(), time.time()
+        time.sleep(1.0)
+        cores = (busy_ticks() - b0) / CLK_TCK / (time.time() - t0)
+        if cores < threshold or time.time() >= deadline:
+            if cores >= threshold:
+                log(f"machine still busy ({cores:.2f} cores used by other jobs); measuring anyway")
+            return cores
+        time.sleep(2.0)
+
+
 def status_kib(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -439,7 +486,10 @@ revisions:
                           [f"http://127.0.0.1:{port}/"]
                 c0 = cpu_ticks(proc.pid) if proc else 0
                 b0 = cpu_ticks(backend.pid)
+                wait_quiet()
+                foreign = Foreign([backend.pid, proxy.pid, kact.pid])
                 r = run(cmd, timeout=dur + 60, cpu=CPU_CLIENT)
+                foreign_cores = foreign.cores()
                 c1 = cpu_ticks(proc.pid) if proc else 0
                 b1 = cpu_ticks(backend.pid)
                 res = parse_wrk(r.stdout) if proto == "h1" else parse_h2load(r.stdout, h2log, 0)
@@ -450,9 +500,10 @@ revisions:
                 row = dict(target=name, proto=proto, rep=rep, duration_s=dur, requests=res["requests"],
                            errors=res["errors"], rps=round(res["rps"], 1), p50_ms=res["p50_ms"],
                            p99_ms=res["p99_ms"], proxy_cpu_us_per_req=round(proxy_us, 2),
-                           backend_cpu_us_per_req=round(backend_us, 2))
+                           backend_cpu_us_per_req=round(backend_us, 2), foreign_cpu_cores=foreign_cores)
                 log(f"warm {name:10s} {proto:3s} rep {rep}: {row['rps']:>9} req/s p50 {row['p50_ms']} ms "
-                    f"p99 {row['p99_ms']} ms errors {row['errors']} proxy CPU {row['proxy_cpu_us_per_req']} us/req")
+                    f"p99 {row['p99_ms']} ms errors {row['errors']} proxy CPU {row['proxy_cpu_us_per_req']} us/req "
+                    f"(other jobs: {foreign_cores} cores)")
                 rows.append(row)
     write_csv("warm.csv", rows)
     for p in (kact, proxy, backend):
@@ -577,11 +628,14 @@ revisions:
     dur = cfg["adapter_duration"]
     for api in ("mixer", "extauthz"):
         for conc, revisions in ((64, 1), (8, 1), (64, cfg["adapter_revisions"])):
+            wait_quiet()
             m0, c0, t0 = metrics(), cpu_ticks(kact.pid), time.time()
+            foreign = Foreign([kact.pid, backend.pid])
             cmd = [f"{EX}/bench_grpc", "--addr", f"127.0.0.1:{P_GRPC}", "--api", api, "--connections", "4",
                    "--concurrency", str(conc), "--duration-s", str(dur), "--warmup-s", "1",
                    "--revisions", str(revisions), "--threads", "1"]
             r = run(cmd, timeout=dur + 60, cpu=CPU_CLIENT)
+            foreign_cores = foreign.cores()
             m1, c1, t1 = metrics(), cpu_ticks(kact.pid), time.time()
             lines = r.stdout.strip().splitlines()
             if len(lines) < 2:
@@ -599,9 +653,10 @@ revisions:
                        frames_by_label=series_delta(m0, m1, fname), pokes_by_label=series_delta(m0, m1, pname),
                        frames_per_revision_per_s=round(frames / revisions / wall, 3) if wall else "",
                        adapter_cpu_us_per_call=round((c1 - c0) / CLK_TCK * 1e6 / max(1, int(calls) or int(row["requests"])), 2),
-                       adapter_cpu_util=round((c1 - c0) / CLK_TCK / wall, 3) if wall else "")
+                       adapter_cpu_util=round((c1 - c0) / CLK_TCK / wall, 3) if wall else "",
+                       foreign_cpu_cores=foreign_cores)
             log(f"adapter {api} c={conc} revs={revisions}: {row['rps']} calls/s p99 {row['p99_us']} us, "
-                f"frames {frames:.0f} pokes {pokes:.0f}")
+                f"frames {frames:.0f} pokes {pokes:.0f} (other jobs: {foreign_cores} cores)")
             rows.append(row)
     write_csv("adapter.csv", rows)
     stop(kact)
@@ -669,13 +724,26 @@ def main():
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
     )
     phases = args.only.split(",")
+    QUIET_WAIT[0] = 5.0 if args.quick else 60.0
     info = machine_info(sys.argv[1:])
     info["config"] = cfg
     log(f"machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, load {info['loadavg_start']}")
     started = time.time()
+    meta_path = os.path.join(RESULTS, "meta.json")
+    previous = {}
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = {}
+    phase_runs = previous.get("phase_runs", {})
     for phase in ("idle", "warm", "cold", "hold", "adapter"):
         if phase not in phases:
             continue
+        COMMANDS.clear()
+        phase_started = time.time()
+        load0 = open("/proc/loadavg").read().split()[:3]
         try:
             {"warm": phase_warm, "cold": phase_cold, "hold": phase_hold, "adapter": phase_adapter,
              "idle": lambda _c: phase_idle()}[phase](cfg)
@@ -685,11 +753,15 @@ def main():
             for p in list(PROCS):
                 stop(p)
             sweep_pods()
+        phase_runs[phase] = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), argv=info["argv"],
+                                 git=info["git"], elapsed_s=round(time.time() - phase_started, 1),
+                                 loadavg_start=load0, loadavg_end=open("/proc/loadavg").read().split()[:3],
+                                 commands=list(COMMANDS), config=cfg)
     info["elapsed_s"] = round(time.time() - started, 1)
     info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-    info["commands"] = COMMANDS
     info["phases"] = phases
-    with open(os.path.join(RESULTS, "meta.json"), "w") as f:
+    info["phase_runs"] = phase_runs
+    with open(meta_path, "w") as f:
         json.dump(info, f, indent=1)
     log(f"done in {info['elapsed_s']} s; logs in {WORK}")
     subprocess.run([sys.executable, os.path.join(ROOT, "benches", "report.py")], check=False)

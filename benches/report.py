@@ -69,7 +69,8 @@ def warm_section(rows):
                 rps=median([num(r["rps"]) for r in rs]), p50=median([num(r["p50_ms"]) for r in rs]),
                 p99=median([num(r["p99_ms"]) for r in rs]), cpu=median([num(r["proxy_cpu_us_per_req"]) for r in rs]),
                 bcpu=median([num(r["backend_cpu_us_per_req"]) for r in rs]),
-                errors=sum(int(num(r["errors"]) or 0) for r in rs), reps=len(rs))
+                errors=sum(int(num(r["errors"]) or 0) for r in rs), reps=len(rs),
+                foreign=median([num(r.get("foreign_cpu_cores")) for r in rs]))
     out = []
     for proto, title in (("h1", "HTTP/1.1 keep-alive (wrk)"), ("h2c", "h2c (h2load)")):
         body = []
@@ -82,10 +83,10 @@ def warm_section(rows):
             ratio = lambda k: (a[k] / n[k]) if n and n[k] and a[k] is not None else None  # noqa: E731
             rd = (a["rps"] / d["rps"]) if d and d["rps"] and a["rps"] is not None else None
             body.append([target, f(a["rps"], 0), f(a["p50"], 3), f(a["p99"], 3), f(a["cpu"]), f(a["bcpu"]),
-                         a["errors"], f(ratio("rps")), f(ratio("p99")), f(rd), a["reps"]])
+                         a["errors"], f(ratio("rps")), f(ratio("p99")), f(rd), a["reps"], f(a["foreign"])])
         out.append(f"**{title}** (median of reps)\n\n" + table(
             ["path", "req/s", "p50 ms", "p99 ms", "proxy CPU µs/req", "backend CPU µs/req", "errors",
-             "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ direct", "reps"], body))
+             "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ direct", "reps", "other jobs' CPU (cores)"], body))
     return "\n\n".join(out), agg
 
 
@@ -209,10 +210,10 @@ def adapter_section(rows):
     body = [[r["api"], r["connections"], r["concurrency"], r["revisions"], f(num(r["rps"]), 0), r["errors"],
              r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"], r["adapter_cpu_util"], r["adapter_cpu_us_per_call"],
              r["frames"], r["pokes"], r["frames_per_revision_per_s"],
-             r.get("pokes_by_label", "").replace(";", "; ")] for r in rows]
+             r.get("pokes_by_label", "").replace(";", "; "), r.get("foreign_cpu_cores", "–")] for r in rows]
     return table(["api", "conns", "concurrency", "revisions", "calls/s", "errors", "p50 µs", "p99 µs",
                   "p99.9 µs", "max µs", "adapter CPU (cores)", "adapter CPU µs/call", "frames", "pokes",
-                  "frames/revision/s", "kactivator_pokes_total delta by result"], body)
+                  "frames/revision/s", "kactivator_pokes_total delta by result", "other jobs' CPU (cores)"], body)
 
 
 def verdict(ok):
@@ -273,11 +274,13 @@ def main():
     machine = table(["", ""], [
         ["date", meta.get("date", "–")], ["CPUs (nproc)", meta.get("nproc", "–")], ["CPU model", meta.get("cpu", "–")],
         ["kernel", meta.get("kernel", "–")], ["memory", meta.get("mem_total", "–")],
-        ["load average at start / end", f"{meta.get('loadavg_start', '–')} / {meta.get('loadavg_end', '–')}"],
         ["rustc", meta.get("rustc", "–")], ["nginx", meta.get("nginx", "–")], ["wrk", meta.get("wrk", "–")],
-        ["h2load", meta.get("h2load", "–")], ["kactivator commit", f"`{meta.get('git', '–')}`"],
-        ["command", f"`{meta.get('argv', '–')}` ({meta.get('elapsed_s', '–')} s)"]])
-    cmds = "\n".join(meta.get("commands", [])[:40])
+        ["h2load", meta.get("h2load", "–")]])
+    runs = meta.get("phase_runs", {})
+    cmds = "\n".join(c for ph in ("idle", "warm", "cold", "hold", "adapter") for c in runs.get(ph, {}).get("commands", [])[:12])
+    phase_table = table(["phase", "run at", "command", "seconds", "load average start → end", "commit"],
+                        [[ph, r["date"], f"`{r['argv']}`", r["elapsed_s"], f"{' '.join(r['loadavg_start'])} → {' '.join(r['loadavg_end'])}",
+                          f"`{r['git']}`"] for ph, r in runs.items()])
     idle_md = table(["mode", "VmRSS KiB", "VmHWM KiB", "threads"],
                     [[r["mode"], r["vmrss_kib"], r["vmhwm_kib"], r["threads"]] for r in idle]) if idle else "_not measured_"
     results = f"""{BEGIN}
@@ -285,6 +288,10 @@ def main():
 ### Machine and run
 
 {machine}
+
+Each phase's latest run (a phase can be re-run alone with `--only`):
+
+{phase_table}
 
 ### Targets
 
