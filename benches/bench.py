@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benches", "results")
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(ROOT, "benches", "results")
 RELEASE = os.path.join(ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
 KACTIVATOR = os.path.join(RELEASE, "kactivator")
 EX = os.path.join(RELEASE, "examples")
@@ -304,17 +304,17 @@ pod_name: bench
 """
 
 
-def start_kactivator(name, mode, yaml, cpu=None, threads=None):
+def start_kactivator(name, mode, yaml, cpu=None, threads=None, log_level=None):
     for port in (P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER):
         if not wait_port_free(port):
             raise RuntimeError(f"port {port} still in use")
     path = os.path.join(WORK, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(LISTEN + yaml)
-    env = {"RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")}
+    env = {"RUST_LOG": log_level or os.environ.get("BENCH_RUST_LOG", "warn")}
     if threads:
         env["TOKIO_WORKER_THREADS"] = str(threads)
-    p = spawn(name, [KACTIVATOR, "--mode", mode, "--config", path], cpu=cpu, env=env)
+    p = spawn(name, [KACTIVATOR, "--mode", mode, "--config", path, "--log-format", "json"], cpu=cpu, env=env)
     if not wait_port(P_ADMIN, 20, p):
         raise RuntimeError(f"kactivator ({name}) did not start; see {WORK}/{name}.log")
     main_port = P_HTTP if mode == "activator" else P_GRPC
@@ -540,6 +540,64 @@ def revision_yaml(name, delay_ms, ready_file, extra_env=None, scale_to_zero="1s"
 """
 
 
+def supervisor_ready_times(log_path):
+    """pid → unix ns of the supervisor's "Pod ready" log line (JSON log of kactivator)."""
+    from datetime import datetime
+    pod_pid, ready = {}, {}
+    try:
+        with open(log_path) as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                fields = ev.get("fields", ev)  # flattened or nested JSON
+                msg = fields.get("message")
+                if msg == "Pod started":
+                    pod_pid[fields.get("pod")] = fields.get("pid")
+                elif msg == "Pod ready" and fields.get("pod") in pod_pid:
+                    ts = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00"))
+                    ns = int(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
+                    ready[pod_pid[fields.get("pod")]] = ns
+    except OSError:
+        pass
+    return ready
+
+
+def annotate_cold(csv_path, arch_label, delay, ready_file, log_path):
+    """Splits each trial's excess into `supervisor_detect_ms` (pod bound → the supervisor logged
+    it ready; its port poll) and `after_detect_ms` (the rest: endpoints, probe, proxy). Trials and
+    pods are matched in order (one pod per trial)."""
+    pods = []
+    with open(ready_file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                pods.append((int(parts[0]), int(parts[2])))
+    ready = supervisor_ready_times(log_path)
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    i = 0
+    for r in rows:
+        if r["arch"] != arch_label or int(r["delay_ms"]) != delay:
+            continue
+        r.setdefault("supervisor_detect_ms", "")
+        r.setdefault("after_detect_ms", "")
+        if r["ok"] == "1" and i < len(pods) and pods[i][0] in ready:
+            detect = (ready[pods[i][0]] - pods[i][1]) / 1e6
+            r["supervisor_detect_ms"] = f"{detect:.3f}"
+            r["after_detect_ms"] = f"{float(r['excess_ms']) - detect:.3f}"
+        i += 1
+    fields = list(rows[0].keys()) if rows else []
+    for extra in ("supervisor_detect_ms", "after_detect_ms"):
+        if extra not in fields:
+            fields.append(extra)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def phase_cold(cfg):
     csv_path = os.path.join(RESULTS, "coldstart.csv")
     if os.path.exists(csv_path):
@@ -557,7 +615,8 @@ adapter:
   hold_until_ready: {hold}
 revisions:
 {revision_yaml("hello", delay, ready, extra)}"""
-            kact = start_kactivator(f"kactivator-cold-{arch}-{delay}", mode, yaml)
+            kact = start_kactivator(f"kactivator-cold-{arch}-{delay}", mode, yaml,
+                                    log_level="warn,kactivator::autoscaler::supervisor=info")
             api = "extauthz" if arch == "adapter-hold" else "mixer"
             cmd = [f"{EX}/bench_coldstart", "--arch", arch, "--ready-file", ready, "--trials", str(trials),
                    "--delay-ms", str(delay), "--http", f"127.0.0.1:{P_HTTP}", "--host", "hello.bench",
@@ -570,6 +629,11 @@ revisions:
             except subprocess.TimeoutExpired:
                 log(f"cold: {arch} {delay} ms timed out")
             stop(kact)
+            label = {"activator": "activator", "adapter-retry": f"adapter-retry-{api}",
+                     "adapter-hold": f"adapter-hold-{api}"}[arch]
+            if os.path.exists(csv_path):
+                annotate_cold(csv_path, label, delay, ready,
+                              os.path.join(WORK, f"kactivator-cold-{arch}-{delay}.log"))
 
 
 # ---------------------------------------------------------------- buffering

@@ -119,15 +119,18 @@ def cold_section(rows):
             ready = [num(r["app_ready_ms"]) for r in ok if num(r["app_ready_ms"]) is not None]
             start = [num(r["app_start_ms"]) for r in ok if num(r["app_start_ms"]) is not None]
             att = [num(r["attempts"]) for r in ok]
+            det = [num(r.get("supervisor_detect_ms")) for r in ok if num(r.get("supervisor_detect_ms")) is not None]
+            aft = [num(r.get("after_detect_ms")) for r in ok if num(r.get("after_detect_ms")) is not None]
             summary[(arch, delay)] = dict(ex=ex, fr=fr)
             body.append([COLD_LABEL.get(arch, arch), delay, len(rs), len(rs) - len(ok),
                          f(pct(fr, 50), 1), f(pct(fr, 90), 1), f(pct(fr, 99), 1), f(max(fr) if fr else None, 1),
                          f(pct(start, 50), 1), f(pct(ready, 50), 1),
                          f(pct(ex, 50)), f(pct(ex, 90)), f(pct(ex, 99)), f(max(ex) if ex else None),
+                         f(pct(det, 50)), f(pct(det, 99)), f(pct(aft, 50)), f(pct(aft, 99)),
                          f(median(att), 0)])
     return table(["architecture", "app delay ms", "trials", "failed", "first resp p50", "p90", "p99", "max",
                   "pod main() p50", "pod bound p50", "excess p50", "excess p90", "excess p99", "excess max",
-                  "attempts p50"], body), summary
+                  "of which port poll p50", "p99", "after poll p50", "p99", "attempts p50"], body), summary
 
 
 def svg_plot(summary):
@@ -307,7 +310,10 @@ Each phase's latest run (a phase can be re-run alone with `--only`):
 
 Times in ms from the moment the request was sent: *first resp* = response head received,
 *pod main()* = the pod process entered `main`, *pod bound* = the pod's listener was bound (its own
-readiness moment), *excess* = first response − pod bound.
+readiness moment), *excess* = first response − pod bound. The excess is split, per trial, into
+*port poll* (pod bound → the supervisor's `Pod ready` log line: its TCP poll of the pod's port) and
+*after poll* (endpoints → prober → the request reaching the pod and its response coming back; for
+(b) also the emulator's back-off).
 
 ![cold-start excess CDFs](benchmarks-coldstart.svg)
 
