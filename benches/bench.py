@@ -788,7 +788,7 @@ def main():
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
     )
     phases = args.only.split(",")
-    QUIET_WAIT[0] = 5.0 if args.quick else 60.0
+    QUIET_WAIT[0] = float(os.environ.get("BENCH_QUIET_WAIT", 5.0 if args.quick else 30.0))
     info = machine_info(sys.argv[1:])
     info["config"] = cfg
     log(f"machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, load {info['loadavg_start']}")
