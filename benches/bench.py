@@ -236,33 +236,35 @@ def cpu_ticks(pid):
     return total
 
 
-def busy_ticks():
-    """Non-idle clock ticks of the whole machine (all CPUs), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]  # minus idle and iowait
-
-
-def children_ticks():
-    """CPU ticks of finished children of this process (the load generators)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (r.ru_utime + r.ru_stime) * CLK_TCK
+def other_ticks():
+    """pid → CPU ticks of every process that is not this script or one of its descendants."""
+    ours = set(tree_pids(os.getpid()))
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in ours:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(name)] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
 
 
 class Foreign:
-    """CPU used during a measurement by processes that are not part of it (other jobs on the
-    machine), in cores: busy time − (our process trees + finished load generators)."""
+    """CPU used during a measurement by other jobs on the machine, in cores: the CPU-time growth of
+    every process outside this script's tree (processes that start and exit inside the window are
+    missed, so this is a lower bound)."""
 
-    def __init__(self, pids):
-        self.pids = [p for p in pids if p]
-        self.t0, self.b0, self.c0 = time.time(), busy_ticks(), children_ticks()
-        self.o0 = sum(cpu_ticks(p) for p in self.pids)
+    def __init__(self, _pids=None):
+        self.t0, self.s0 = time.time(), other_ticks()
 
     def cores(self):
         wall = time.time() - self.t0
-        busy = busy_ticks() - self.b0
-        ours = sum(cpu_ticks(p) for p in self.pids) - self.o0 + children_ticks() - self.c0
-        return round(max(0.0, busy - ours) / CLK_TCK / wall, 2) if wall > 0 else float("nan")
+        s1 = other_ticks()
+        used = sum(v - self.s0.get(p, 0) for p, v in s1.items() if v >= self.s0.get(p, 0))
+        return round(used / CLK_TCK / wall, 2) if wall > 0 else float("nan")
 
 
 QUIET_WAIT = [60.0]  # seconds a measurement may wait for other jobs to calm down
@@ -273,9 +275,9 @@ def wait_quiet(threshold=0.3):
     busy CPU over 1 s is below `threshold` cores. Returns the last sample."""
     deadline = time.time() + QUIET_WAIT[0]
     while True:
-        b0, t0 = busy_ticks(), time.time()
+        sample = Foreign()
         time.sleep(1.0)
-        cores = (busy_ticks() - b0) / CLK_TCK / (time.time() - t0)
+        cores = sample.cores()
         if cores < threshold or time.time() >= deadline:
             if cores >= threshold:
                 log(f"machine still busy ({cores:.2f} cores used by other jobs); measuring anyway")
@@ -788,7 +790,7 @@ def main():
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
     )
     phases = args.only.split(",")
-    QUIET_WAIT[0] = float(os.environ.get("BENCH_QUIET_WAIT", 5.0 if args.quick else 30.0))
+    QUIET_WAIT[0] = float(os.environ.get("BENCH_QUIET_WAIT", 2.0 if args.quick else 30.0))
     info = machine_info(sys.argv[1:])
     info["config"] = cfg
     log(f"machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, load {info['loadavg_start']}")
