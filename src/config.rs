@@ -15,7 +15,7 @@ pub use file::{
     ProbeStyle, RevisionConfig, ShutdownConfig, TlsConfig,
 };
 
-use crate::revision::RevisionKey;
+use crate::revision::{RevisionKey, is_dns_label};
 
 /// The file the binary reads when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "kactivator.yaml";
@@ -297,15 +297,6 @@ impl RevisionConfig {
     pub fn key(&self) -> RevisionKey {
         RevisionKey::new(&self.namespace, &self.name)
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn is_dns_name(s: &str) -> bool {
