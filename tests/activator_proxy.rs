@@ -304,6 +304,51 @@ async fn revision_timeout_answers_504() {
 }
 
 #[tokio::test]
+async fn revision_timeout_cuts_a_response_still_streaming_at_the_deadline() {
+    let echo = backend::http_echo().await;
+    let app = start(
+        Mode::Activator,
+        &config(
+            "",
+            &[revision("stream", "    timeout: 400ms\n", &[echo.addr])],
+        ),
+    )
+    .await;
+    // The pod answers at once and keeps streaming for as long as the request body is open.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let req = Request::post(format!("http://{}/stream", app.http()))
+        .header("host", "stream.default")
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+    let streaming: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, streaming.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "one");
+    // No more data: at the deadline the activator cuts the stream instead of holding it open.
+    let cut = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("the stream is cut");
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    drop(tx);
+    wait_metric(&app, "kactivator_requests_total{k8s_namespace_name=\"default\",kn_revision_name=\"stream\",code=\"504\"}", 1.0).await;
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn cold_start_is_released_by_a_config_edit_in_arrival_order() {
     let echo = backend::http_echo().await;
     let app = start(

@@ -128,7 +128,7 @@ impl Handler {
             tokio::time::timeout(route.timeout, inner.forward(req, &route, settings, start)).await;
         let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
         Ok(match result {
-            Ok(f) => inner.respond(f, done),
+            Ok(f) => inner.respond(f, done, start + route.timeout),
             Err(e) => {
                 if let Some(reason) = e.rejection() {
                     route.rev.stats.rejected(reason);
@@ -236,7 +236,14 @@ impl Inner {
     }
 
     /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
-    fn respond(&self, f: Forwarded, mut done: Completion) -> Response<ResponseBody> {
+    /// `deadline` is the revision timeout's end: a response body still streaming then is cut.
+    /// Upgraded connections (websockets) are exempt, as in Knative.
+    fn respond(
+        &self,
+        f: Forwarded,
+        mut done: Completion,
+        deadline: Instant,
+    ) -> Response<ResponseBody> {
         let Forwarded {
             mut resp,
             permit,
@@ -267,7 +274,7 @@ impl Inner {
                 self.tunnels.spawn(tunnel(client_side, pod_side, done));
                 resp.map(|_| Either::Left(Full::new(Bytes::new())))
             }
-            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done))),
+            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
         }
     }
 }
