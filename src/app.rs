@@ -79,6 +79,7 @@ impl App {
         let readiness = Readiness::new(drain.clone());
         let exit = CancellationToken::new();
         let stats_exit = exit.child_token();
+        metrics::spawn_upkeep(handle.clone(), exit.clone());
         let pod_name: Arc<str> = config.resolved_pod_name().into();
         let listen = config.listen.clone();
         let config_rx = reload::spawn(path, config.clone(), exit.clone());

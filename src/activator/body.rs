@@ -74,7 +74,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct ProxiedBody {
     inner: Incoming,
     done: Option<Completion>,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Armed only once the body has to wait: most bodies end on their first poll, and a timer
+    /// costs a heap allocation and a timer-wheel entry.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ProxiedBody {
@@ -84,7 +87,8 @@ impl ProxiedBody {
         Self {
             inner,
             done,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            timer: None,
         }
     }
 }
@@ -105,7 +109,15 @@ impl Body for ProxiedBody {
             Poll::Ready(None | Some(Err(_))) => {
                 this.done.take();
             }
-            Poll::Pending if this.done.is_some() && this.deadline.as_mut().poll(cx).is_ready() => {
+            Poll::Pending
+                if this.done.is_some()
+                    && this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(this.deadline)))
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready() =>
+            {
                 if let Some(mut done) = this.done.take() {
                     done.code = Some(Error::RevisionTimeout.status().as_u16());
                 }
