@@ -12,7 +12,7 @@ use std::{
 pub use file::KubernetesConfig;
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
-    ProbeStyle, RevisionConfig, ShutdownConfig, TlsConfig,
+    ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
 
 use crate::revision::{RevisionKey, is_dns_label};

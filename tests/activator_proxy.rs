@@ -285,6 +285,62 @@ async fn full_queue_and_queue_timeout_answer_503_with_retry_after_and_leavers_co
 }
 
 #[tokio::test]
+async fn the_revision_protocol_decides_the_upstream_version() {
+    let echo = backend::http_echo().await;
+    let app = start(
+        Mode::Activator,
+        &config(
+            "",
+            &[
+                revision("auto", "", &[echo.addr]),
+                revision("one", "    protocol: http1\n", &[echo.addr]),
+                revision("two", "    protocol: h2c\n", &[echo.addr]),
+            ],
+        ),
+    )
+    .await;
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let version_seen = |body: String| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("version: ").map(str::to_owned))
+            .unwrap_or(body)
+    };
+    for (rev, http2_client, expected) in [
+        ("auto", false, "HTTP/1.1"),
+        ("auto", true, "HTTP/2.0"),
+        ("one", true, "HTTP/1.1"),
+        ("two", false, "HTTP/2.0"),
+    ] {
+        let req = Request::get(format!("http://{}/", app.http()))
+            .header("knative-serving-namespace", "default")
+            .header("knative-serving-revision", rev)
+            .body(Full::default())
+            .unwrap();
+        let resp = if http2_client {
+            tokio::time::timeout(WAIT, h2.request(req))
+                .await
+                .unwrap()
+                .unwrap()
+        } else {
+            tokio::time::timeout(WAIT, client().request(req))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(resp.status(), 200, "{rev}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen = version_seen(String::from_utf8_lossy(&body).into_owned());
+        assert_eq!(
+            seen, expected,
+            "revision {rev}, HTTP/2 client: {http2_client}"
+        );
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn revision_timeout_answers_504() {
     let echo = backend::http_echo().await;
     let app = start(

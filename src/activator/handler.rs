@@ -23,7 +23,7 @@ use super::{
     stats::{Codes, GaugeGuard},
     throttler::{Route, Settings, Throttler},
 };
-use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+use crate::{autoscaler::ConcurrencyReporter, backends::Backends, config::Protocol, drain::Drain};
 
 static COLD_START: HeaderName = HeaderName::from_static("x-kactivator-cold-start");
 
@@ -178,9 +178,16 @@ impl Inner {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::rewrite_request(&mut headers, host, upgrade);
+        // Upgrades exist only in HTTP/1.1; otherwise the revision decides (Knative: its port name).
+        let version = match route.protocol {
+            _ if upgrade => Version::HTTP_11,
+            Protocol::Auto => parts.version,
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2c => Version::HTTP_2,
+        };
         let mut out = Outbound {
             method: parts.method,
-            version: parts.version,
+            version,
             path: parts
                 .uri
                 .path_and_query()
