@@ -59,6 +59,9 @@ pub struct App {
     local: Option<LocalAutoscaler>,
     /// Cancelled after everything has drained; stops background loops (config watch, local pods).
     exit: CancellationToken,
+    /// Stops the stats client and reporter once the data path has drained, before the embedded
+    /// autoscaler goes away (else the client would log the autoscaler's exit as an outage).
+    stats_exit: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,8 @@ impl App {
         let drain = Drain::new();
         let readiness = Readiness::new(drain.clone());
         let exit = CancellationToken::new();
+        let stats_exit = exit.child_token();
+        metrics::spawn_upkeep(handle.clone(), exit.clone());
         let pod_name: Arc<str> = config.resolved_pod_name().into();
         let listen = config.listen.clone();
         let config_rx = reload::spawn(path, config.clone(), exit.clone());
@@ -120,13 +125,13 @@ impl App {
                         pod_name: ctx.pod_name.clone(),
                         send_queue: config.autoscaler.send_queue,
                     },
-                    exit.clone(),
+                    stats_exit.clone(),
                 );
                 let discovered =
                     discovered_endpoints(&ctx, &config, local.as_ref(), exit.clone()).await?;
                 let backends = Backends::spawn(ctx.config.clone(), discovered, exit.clone());
                 if mode == Mode::Activator {
-                    let reporter = ConcurrencyReporter::spawn(client, exit.clone());
+                    let reporter = ConcurrencyReporter::spawn(client, stats_exit.clone());
                     let activator = Activator::bind(&ctx, reporter, backends).await?;
                     let (http, h2c) = activator.local_addrs();
                     addrs.http = Some(http);
@@ -146,6 +151,7 @@ impl App {
             mode: running,
             local,
             exit,
+            stats_exit,
         })
     }
 
@@ -168,6 +174,7 @@ impl App {
             mode,
             local,
             exit,
+            stats_exit,
         } = self;
         info!(?addrs, "kactivator started");
         let drain = ctx.drain.clone();
@@ -215,6 +222,7 @@ impl App {
                 }
             },
         };
+        stats_exit.cancel();
         pods_stop.cancel();
         if let Some(task) = local_task {
             // The local autoscaler bounds its own SIGTERM → SIGKILL sequence.

@@ -12,10 +12,10 @@ use std::{
 pub use file::KubernetesConfig;
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
-    ProbeStyle, RevisionConfig, ShutdownConfig, TlsConfig,
+    ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
 
-use crate::revision::RevisionKey;
+use crate::revision::{RevisionKey, is_dns_label};
 
 /// The file the binary reads when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "kactivator.yaml";
@@ -297,15 +297,6 @@ impl RevisionConfig {
     pub fn key(&self) -> RevisionKey {
         RevisionKey::new(&self.namespace, &self.name)
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn is_dns_name(s: &str) -> bool {

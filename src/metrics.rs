@@ -52,6 +52,10 @@ const SECONDS_BUCKETS: &[f64] = &[
     60.0, 120.0, 300.0,
 ];
 
+/// How often histogram samples are folded into their buckets. Until then the exporter keeps
+/// every raw sample, so an instance nobody scrapes would grow without bound.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global recorder once and returns the handle `/metrics` renders.
@@ -72,6 +76,20 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Runs the exporter's upkeep every few seconds until `exit` is cancelled.
+pub fn spawn_upkeep(handle: PrometheusHandle, exit: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = exit.cancelled() => return,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    });
 }
 
 fn describe() {

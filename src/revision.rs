@@ -26,6 +26,44 @@ impl RevisionKey {
     }
 }
 
+/// An RFC 1123 label, as Kubernetes names namespaces and revisions.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `host` without a trailing `:port`; an IPv6 literal loses its brackets.
+pub fn strip_port(host: &str) -> &str {
+    // An IPv6 literal keeps its colons inside brackets.
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(ip, _)| ip);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// `(namespace, name)` from a cluster-local Service host: `<rev>.<ns>`, `<rev>.<ns>.svc` or
+/// `<rev>.<ns>.svc.<cluster_domain>`. `host` is lowercase and has no port.
+pub fn from_service_host<'a>(host: &'a str, cluster_domain: &str) -> Option<(&'a str, &'a str)> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let mut parts = host.splitn(4, '.');
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    let namespace = parts.next().filter(|s| !s.is_empty())?;
+    match (parts.next(), parts.next()) {
+        (None, None) => {}
+        (Some("svc"), None) => {}
+        (Some("svc"), Some(domain)) if domain.eq_ignore_ascii_case(cluster_domain) => {}
+        _ => return None,
+    }
+    Some((namespace, name))
+}
+
 impl fmt::Display for RevisionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

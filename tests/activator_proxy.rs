@@ -285,6 +285,62 @@ async fn full_queue_and_queue_timeout_answer_503_with_retry_after_and_leavers_co
 }
 
 #[tokio::test]
+async fn the_revision_protocol_decides_the_upstream_version() {
+    let echo = backend::http_echo().await;
+    let app = start(
+        Mode::Activator,
+        &config(
+            "",
+            &[
+                revision("auto", "", &[echo.addr]),
+                revision("one", "    protocol: http1\n", &[echo.addr]),
+                revision("two", "    protocol: h2c\n", &[echo.addr]),
+            ],
+        ),
+    )
+    .await;
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let version_seen = |body: String| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("version: ").map(str::to_owned))
+            .unwrap_or(body)
+    };
+    for (rev, http2_client, expected) in [
+        ("auto", false, "HTTP/1.1"),
+        ("auto", true, "HTTP/2.0"),
+        ("one", true, "HTTP/1.1"),
+        ("two", false, "HTTP/2.0"),
+    ] {
+        let req = Request::get(format!("http://{}/", app.http()))
+            .header("knative-serving-namespace", "default")
+            .header("knative-serving-revision", rev)
+            .body(Full::default())
+            .unwrap();
+        let resp = if http2_client {
+            tokio::time::timeout(WAIT, h2.request(req))
+                .await
+                .unwrap()
+                .unwrap()
+        } else {
+            tokio::time::timeout(WAIT, client().request(req))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(resp.status(), 200, "{rev}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen = version_seen(String::from_utf8_lossy(&body).into_owned());
+        assert_eq!(
+            seen, expected,
+            "revision {rev}, HTTP/2 client: {http2_client}"
+        );
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn revision_timeout_answers_504() {
     let echo = backend::http_echo().await;
     let app = start(
@@ -300,6 +356,51 @@ async fn revision_timeout_answers_504() {
     assert_eq!(r.body, "activator request timeout");
     let r = get_host(&app, "/slow?ms=10", "slow.default").await;
     assert_eq!(r.status, 200);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn revision_timeout_cuts_a_response_still_streaming_at_the_deadline() {
+    let echo = backend::http_echo().await;
+    let app = start(
+        Mode::Activator,
+        &config(
+            "",
+            &[revision("stream", "    timeout: 400ms\n", &[echo.addr])],
+        ),
+    )
+    .await;
+    // The pod answers at once and keeps streaming for as long as the request body is open.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let req = Request::post(format!("http://{}/stream", app.http()))
+        .header("host", "stream.default")
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+    let streaming: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, streaming.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "one");
+    // No more data: at the deadline the activator cuts the stream instead of holding it open.
+    let cut = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("the stream is cut");
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    drop(tx);
+    wait_metric(&app, "kactivator_requests_total{k8s_namespace_name=\"default\",kn_revision_name=\"stream\",code=\"504\"}", 1.0).await;
     app.shutdown().await.unwrap();
 }
 

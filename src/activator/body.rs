@@ -1,6 +1,7 @@
 //! The response body handed to the client, and the accounting done when a request ends.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -10,9 +11,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use super::{breaker::Permit, lb::InFlight, stats::GaugeGuard, throttler::Revision};
+use super::{breaker::Permit, error::Error, lb::InFlight, stats::GaugeGuard, throttler::Revision};
 use crate::autoscaler::RequestGuard;
 
 /// What the activator answers with: a short local body, or the pod's streamed body.
@@ -61,38 +62,70 @@ impl Drop for Completion {
     }
 }
 
+/// Errors a streamed response body ends with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The pod's response body, streamed as is (trailers included); completes the request when
 /// it ends, or counts 499 if it is dropped first.
+///
+/// The revision timeout covers the whole response, as Knative's does: a body still streaming
+/// at the deadline is cut (the client sees a reset; the request is counted as 504).
 #[derive(Debug)]
 pub(crate) struct ProxiedBody {
     inner: Incoming,
     done: Option<Completion>,
+    deadline: Instant,
+    /// Armed only once the body has to wait: most bodies end on their first poll, and a timer
+    /// costs a heap allocation and a timer-wheel entry.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ProxiedBody {
-    pub(crate) fn new(inner: Incoming, done: Completion) -> Self {
+    pub(crate) fn new(inner: Incoming, done: Completion, deadline: Instant) -> Self {
         // An empty body may never be polled: complete now.
         let done = (!inner.is_end_stream()).then_some(done);
-        Self { inner, done }
+        Self {
+            inner,
+            done,
+            deadline,
+            timer: None,
+        }
     }
 }
 
 impl Body for ProxiedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // Both fields are Unpin.
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Every field is Unpin (the timer is boxed).
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        // The end of the stream, or the pod breaking it (the client has the status already).
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            this.done.take();
+        match polled {
+            // The end of the stream, or the pod breaking it (the client has the status already).
+            Poll::Ready(None | Some(Err(_))) => {
+                this.done.take();
+            }
+            Poll::Pending
+                if this.done.is_some()
+                    && this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(this.deadline)))
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready() =>
+            {
+                if let Some(mut done) = this.done.take() {
+                    done.code = Some(Error::RevisionTimeout.status().as_u16());
+                }
+                return Poll::Ready(Some(Err(Box::new(Error::RevisionTimeout))));
+            }
+            _ => {}
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -23,7 +23,7 @@ use super::{
     stats::{Codes, GaugeGuard},
     throttler::{Route, Settings, Throttler},
 };
-use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+use crate::{autoscaler::ConcurrencyReporter, backends::Backends, config::Protocol, drain::Drain};
 
 static COLD_START: HeaderName = HeaderName::from_static("x-kactivator-cold-start");
 
@@ -128,7 +128,7 @@ impl Handler {
             tokio::time::timeout(route.timeout, inner.forward(req, &route, settings, start)).await;
         let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
         Ok(match result {
-            Ok(f) => inner.respond(f, done),
+            Ok(f) => inner.respond(f, done, start + route.timeout),
             Err(e) => {
                 if let Some(reason) = e.rejection() {
                     route.rev.stats.rejected(reason);
@@ -178,9 +178,16 @@ impl Inner {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::rewrite_request(&mut headers, host, upgrade);
+        // Upgrades exist only in HTTP/1.1; otherwise the revision decides (Knative: its port name).
+        let version = match route.protocol {
+            _ if upgrade => Version::HTTP_11,
+            Protocol::Auto => parts.version,
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2c => Version::HTTP_2,
+        };
         let mut out = Outbound {
             method: parts.method,
-            version: parts.version,
+            version,
             path: parts
                 .uri
                 .path_and_query()
@@ -236,7 +243,14 @@ impl Inner {
     }
 
     /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
-    fn respond(&self, f: Forwarded, mut done: Completion) -> Response<ResponseBody> {
+    /// `deadline` is the revision timeout's end: a response body still streaming then is cut.
+    /// Upgraded connections (websockets) are exempt, as in Knative.
+    fn respond(
+        &self,
+        f: Forwarded,
+        mut done: Completion,
+        deadline: Instant,
+    ) -> Response<ResponseBody> {
         let Forwarded {
             mut resp,
             permit,
@@ -267,7 +281,7 @@ impl Inner {
                 self.tunnels.spawn(tunnel(client_side, pod_side, done));
                 resp.map(|_| Either::Left(Full::new(Bytes::new())))
             }
-            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done))),
+            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
         }
     }
 }

@@ -4,6 +4,9 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName, Uri, header};
 
+pub(crate) use crate::revision::from_service_host;
+use crate::revision::strip_port;
+
 pub(crate) static REVISION_HEADER: HeaderName = HeaderName::from_static("knative-serving-revision");
 pub(crate) static NAMESPACE_HEADER: HeaderName =
     HeaderName::from_static("knative-serving-namespace");
@@ -29,36 +32,6 @@ pub(crate) fn host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, s
     } else {
         Some(Cow::Borrowed(host))
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    // An IPv6 literal keeps its colons inside brackets.
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(host, |(ip, _)| ip);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// `(namespace, name)` from a cluster-local Service host: `<rev>.<ns>`, `<rev>.<ns>.svc` or
-/// `<rev>.<ns>.svc.<cluster_domain>`. `host` is lowercase and has no port.
-pub(crate) fn from_service_host<'a>(
-    host: &'a str,
-    cluster_domain: &str,
-) -> Option<(&'a str, &'a str)> {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let mut parts = host.splitn(4, '.');
-    let name = parts.next().filter(|s| !s.is_empty())?;
-    let namespace = parts.next().filter(|s| !s.is_empty())?;
-    match (parts.next(), parts.next()) {
-        (None, None) => {}
-        (Some("svc"), None) => {}
-        (Some("svc"), Some(domain)) if domain.eq_ignore_ascii_case(cluster_domain) => {}
-        _ => return None,
-    }
-    Some((namespace, name))
 }
 
 #[cfg(test)]

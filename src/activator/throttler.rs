@@ -14,7 +14,7 @@ use super::{
     stats::RevisionStats,
 };
 use crate::{
-    config::{Config, SharedConfig},
+    config::{Config, Protocol, SharedConfig},
     endpoints::{EndpointMap, Endpoints},
     revision::RevisionKey,
 };
@@ -45,6 +45,7 @@ pub(crate) struct Route {
     pub(crate) rev: Arc<Revision>,
     pub(crate) container_concurrency: u32,
     pub(crate) timeout: Duration,
+    pub(crate) protocol: Protocol,
 }
 
 /// The lookup index of one config generation.
@@ -160,6 +161,7 @@ impl Writer {
                 rev: rev.clone(),
                 container_concurrency: r.container_concurrency,
                 timeout: r.timeout,
+                protocol: r.protocol,
             };
             for h in &r.hosts {
                 hosts.insert(h.to_ascii_lowercase().into_boxed_str(), route.clone());

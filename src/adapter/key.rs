@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use crate::{
     config::{Config, SharedConfig},
     proto::istio::policy::v1beta1::{Value, value},
-    revision::RevisionKey,
+    revision::{self, RevisionKey, is_dns_label},
 };
 
 /// Knative's private (ServerlessService) K8s service suffixes: `-private` today, `-priv` in
@@ -52,22 +52,19 @@ pub(crate) fn from_headers(namespace: &str, revision: &str) -> Option<RevisionKe
 /// From a Host (`[:port]` allowed): a configured `revisions[].hosts` entry, else
 /// `<rev>.<ns>.svc` or `<rev>.<ns>.svc.<cluster_domain>`.
 pub(crate) fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Option<RevisionKey> {
-    let host = strip_port(host.trim())
+    let host = revision::strip_port(host.trim())
         .trim_end_matches('.')
         .to_ascii_lowercase();
     if let Some(key) = index.get(cfg, &host) {
         return Some(key);
     }
-    let mut labels = host.splitn(4, '.');
-    let (rev, ns, svc, rest) = (
-        labels.next()?,
-        labels.next()?,
-        labels.next()?,
-        labels.next(),
-    );
-    let domain_ok = rest.is_none_or(|d| d == cfg.cluster_domain);
-    (svc == "svc" && domain_ok && is_dns_label(rev) && is_dns_label(ns))
-        .then(|| RevisionKey::new(ns, rev))
+    // Only the `.svc` forms: every external host passes the gateway, and reading `<a>.<b>`
+    // as `<rev>.<ns>` would poke for most of them.
+    if host.split('.').nth(2) != Some("svc") {
+        return None;
+    }
+    let (ns, rev) = revision::from_service_host(&host, &cfg.cluster_domain)?;
+    (is_dns_label(rev) && is_dns_label(ns)).then(|| RevisionKey::new(ns, rev))
 }
 
 /// `revisions[].hosts` of the config in force, rebuilt when the config changes.
@@ -126,24 +123,6 @@ fn text_of(v: &Value) -> Option<&str> {
         value::Value::DnsNameValue(d) => Some(&d.value),
         _ => None,
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        // `[::1]:80` and bare IPv6 never name a revision; only strip a numeric port.
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// RFC 1123 label, as Kubernetes names namespaces and revisions.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

@@ -31,8 +31,14 @@ use crate::{config::RevisionConfig, revision::RevisionKey};
 
 /// SIGTERM → SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often readiness is polled (a TCP connect to the pod's port).
-const READY_POLL: Duration = Duration::from_millis(15);
+/// Readiness is polled (a TCP connect to the pod's port) first after this long, then at
+/// doubling intervals up to [`READY_POLL_MAX`]. The interval is pure cold-start latency
+/// (uniform in [0, interval) after the app binds), while a refused connect on loopback costs
+/// microseconds: poll often.
+const READY_POLL: Duration = Duration::from_millis(1);
+const READY_POLL_MAX: Duration = Duration::from_millis(5);
+/// A connect that neither succeeds nor is refused this fast counts as not ready yet.
+const READY_CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
 const RESTART_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const RESTART_BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest line forwarded from a pod's output; longer lines are split.
@@ -203,15 +209,18 @@ async fn forward(stream: impl AsyncRead + Unpin, key: RevisionKey, name: &'stati
 /// Polls until `addr` accepts a connection, or `timeout` passes.
 async fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
+    let mut pause = READY_POLL;
     loop {
-        let attempt = tokio::time::timeout(READY_POLL * 10, tokio::net::TcpStream::connect(addr));
+        let attempt =
+            tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr));
         if let Ok(Ok(_)) = attempt.await {
             return true;
         }
-        if Instant::now() + READY_POLL >= deadline {
+        if Instant::now() + pause >= deadline {
             return false;
         }
-        tokio::time::sleep(READY_POLL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(READY_POLL_MAX);
     }
 }
 

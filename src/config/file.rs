@@ -230,6 +230,19 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// The protocol kactivator speaks to a revision's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The client's: HTTP/2 requests go out as h2c, others as HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1 (an HTTP/2 client's request is downgraded); Knative's default.
+    Http1,
+    /// Always h2c with prior knowledge (gRPC apps); Knative's `h2c` port name.
+    H2c,
+}
+
 /// One Knative revision (or local service).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +253,8 @@ pub struct RevisionConfig {
     pub hosts: Vec<String>,
     /// Concurrent requests per pod; 0 = unlimited.
     pub container_concurrency: u32,
+    /// Protocol spoken to the pods.
+    pub protocol: Protocol,
     /// Whole request, queueing included; then 504.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -267,6 +282,7 @@ impl Default for RevisionConfig {
             name: String::new(),
             hosts: Vec::new(),
             container_concurrency: 0,
+            protocol: Protocol::Auto,
             timeout: Duration::from_secs(300),
             endpoints: Vec::new(),
             command: Vec::new(),
