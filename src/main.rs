@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use kactivator::{app::App, cli::Cli, config, drain, telemetry};
 
-/// mimalloc: fewer cycles per proxied request and less fragmentation with thousands of held
-/// requests than the system allocator (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `EX_USAGE`: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
 
