@@ -38,8 +38,11 @@ def pct(values, p):
 
 
 def median(values):
-    values = [v for v in values if v is not None]
-    return pct(values, 50) if values else None
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def f(v, nd=2):
