@@ -151,7 +151,7 @@ impl Inner {
     /// never reached a pod.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         route: &Route,
         settings: Settings,
         start: Instant,
@@ -168,7 +168,23 @@ impl Inner {
             .map_err(|_| Error::QueueTimeout)?
             .map_err(|_| Error::QueueFull)?
         };
+        // Boxed: a request waiting in the queue keeps only the small state above alive; the
+        // exchange with the pod (retry loop, pooled-client future) is allocated once there is
+        // capacity. Held requests are what fill memory during a cold start.
+        Box::pin(self.exchange(req, route, settings, start, permit, cold)).await
+    }
 
+    /// Sends the request to a pod, retrying attempts that never reached one.
+    async fn exchange(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+        settings: Settings,
+        start: Instant,
+        permit: Permit,
+        cold: bool,
+    ) -> Result<Forwarded, Error> {
+        let rev = &route.rev;
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
