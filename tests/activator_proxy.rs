@@ -66,6 +66,40 @@ async fn get_host(app: &TestApp, path: &str, h: &str) -> Reply {
     get(app, path, &[(k, &v)]).await
 }
 
+/// POSTs a streamed body to the echo backend's `/stream` through revision `stream`, sends
+/// `one`, and returns the open request-body sender and the response body after `one` came back.
+async fn stream_one(
+    app: &TestApp,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>,
+    hyper::body::Incoming,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let req = Request::post(format!("http://{}/stream", app.http()))
+        .header("host", "stream.default")
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+    let streaming: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, streaming.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "one");
+    (tx, body)
+}
+
 fn revision(name: &str, extra: &str, endpoints: &[SocketAddr]) -> String {
     let eps: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
     format!(
@@ -371,29 +405,7 @@ async fn revision_timeout_cuts_a_response_still_streaming_at_the_deadline() {
     )
     .await;
     // The pod answers at once and keeps streaming for as long as the request body is open.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
-    let req = Request::post(format!("http://{}/stream", app.http()))
-        .header("host", "stream.default")
-        .body(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap();
-    let streaming: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
-        .await
-        .unwrap();
-    let resp = tokio::time::timeout(WAIT, streaming.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let first = tokio::time::timeout(WAIT, body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.into_data().unwrap(), "one");
+    let (tx, mut body) = stream_one(&app).await;
     // No more data: at the deadline the activator cuts the stream instead of holding it open.
     let cut = tokio::time::timeout(WAIT, body.frame())
         .await
@@ -525,28 +537,7 @@ async fn post_bodies_stream_both_ways_and_are_never_replayed() {
     .await;
 
     // Streaming: the first chunk comes back before the second is sent.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let req = Request::post(format!("http://{}/stream", app.http()))
-        .header("host", "stream.default")
-        .body(body)
-        .unwrap();
-    let streaming: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
-        .await
-        .unwrap();
-    let resp = tokio::time::timeout(WAIT, streaming.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let first = tokio::time::timeout(WAIT, body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.into_data().unwrap(), "one");
+    let (tx, mut body) = stream_one(&app).await;
     tx.send(Ok(Frame::data(Bytes::from_static(b"two"))))
         .await
         .unwrap();
