@@ -138,47 +138,27 @@ impl FakeAutoscaler {
 /// PIDs of live processes whose environment holds `marker` (`KEY=VALUE`): a test marks the
 /// pods it starts through `revisions[].env` and finds them again, however they were spawned.
 pub fn pids_with_env(marker: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) && is_alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids.sort_unstable();
-    pids
+    live_pids(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+    })
 }
 
 /// Direct children of `parent` that are still alive.
 pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
+    live_pids(|pid| stat_field(pid, 1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))
+}
+
+/// Live processes (sorted) for which `keep` holds.
+fn live_pids(mut keep: impl FnMut(u32) -> bool) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return pids;
+        return Vec::new();
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if stat_field(pid, 1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) && is_alive(pid) {
-            pids.push(pid);
-        }
-    }
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|pid| keep(*pid) && is_alive(*pid))
+        .collect();
     pids.sort_unstable();
     pids
 }
