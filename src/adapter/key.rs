@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use parking_lot::Mutex;
+use arc_swap::ArcSwapOption;
 
 use crate::{
     config::{Config, SharedConfig},
@@ -73,8 +73,15 @@ pub(crate) fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Op
 /// build the same table, so either result is right.
 #[derive(Debug, Default)]
 pub(crate) struct HostIndex {
-    /// The config the table was built from, and the table.
-    built: Mutex<Option<(SharedConfig, Arc<HostTable>)>>,
+    /// The config the table was built from, and the table. Read lock-free on every call.
+    built: ArcSwapOption<Built>,
+}
+
+/// A host table and the config generation it was built from.
+#[derive(Debug)]
+struct Built {
+    config: SharedConfig,
+    table: HostTable,
 }
 
 /// Lower-case host → revision.
@@ -82,22 +89,17 @@ type HostTable = HashMap<String, RevisionKey>;
 
 impl HostIndex {
     fn get(&self, cfg: &SharedConfig, host: &str) -> Option<RevisionKey> {
-        let table = {
-            let built = self.built.lock();
-            match &*built {
-                Some((seen, table)) if Arc::ptr_eq(seen, cfg) => Some(table.clone()),
-                _ => None,
-            }
-        };
-        let table = match table {
-            Some(t) => t,
-            None => {
-                let t = Arc::new(Self::build(cfg));
-                *self.built.lock() = Some((cfg.clone(), t.clone()));
-                t
-            }
-        };
-        table.get(host).cloned()
+        let current = self.built.load();
+        if let Some(built) = current.as_deref().filter(|b| Arc::ptr_eq(&b.config, cfg)) {
+            return built.table.get(host).cloned();
+        }
+        let built = Arc::new(Built {
+            config: cfg.clone(),
+            table: Self::build(cfg),
+        });
+        let key = built.table.get(host).cloned();
+        self.built.store(Some(built));
+        key
     }
 
     fn build(cfg: &Config) -> HostTable {
