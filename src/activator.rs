@@ -8,6 +8,7 @@
 mod body;
 mod breaker;
 pub mod error;
+mod h1;
 mod handler;
 mod headers;
 mod lb;
@@ -28,7 +29,6 @@ use crate::{app::Context, autoscaler::ConcurrencyReporter, backends::Backends, d
 
 use self::{
     handler::Handler,
-    proxy::Clients,
     server::{Protocols, builder},
     throttler::Throttler,
 };
@@ -77,7 +77,7 @@ impl Activator {
         let tunnels = TaskTracker::new();
         let handler = Handler::new(
             throttler,
-            Clients::new(cfg.activator.connect_timeout),
+            cfg.activator.connect_timeout,
             reporter,
             backends,
             ctx.drain.clone(),
@@ -116,12 +116,14 @@ impl Activator {
         tokio::join!(
             server::serve(
                 http,
+                Protocols::Auto,
                 builder(Protocols::Auto, max_header_bytes),
                 handler.clone(),
                 drain.clone(),
             ),
             server::serve(
                 h2c,
+                Protocols::H2c,
                 builder(Protocols::H2c, max_header_bytes),
                 handler,
                 drain,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 /// Why a request was not proxied, or failed while being proxied.
@@ -31,6 +31,14 @@ pub enum Error {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The fast path's equivalent of `Upstream`: the pod's connection failed or answered
+    /// something that is not HTTP/1.1.
+    #[error("upstream {addr}: {source}")]
+    UpstreamIo {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build the upstream request: {0}")]
     Rewrite(#[from] http::Error),
 }
@@ -46,7 +54,7 @@ impl Error {
             Self::UnknownRevision => StatusCode::NOT_FOUND,
             Self::QueueFull | Self::QueueTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::RevisionTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::UpstreamIo { .. } => StatusCode::BAD_GATEWAY,
             Self::Rewrite(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,11 +68,10 @@ impl Error {
         }
     }
 
-    /// The response sent to the client: status, `Retry-After` on throttling, the message.
-    pub(crate) fn to_response(&self) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(Bytes::from(self.to_string())));
-        *resp.status_mut() = self.status();
-        let headers = resp.headers_mut();
+    /// What the client is answered: status, headers (`Retry-After` on throttling) and the
+    /// message. Both the general path and the HTTP/1.1 fast path answer from this.
+    pub(crate) fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -72,6 +79,15 @@ impl Error {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        (self.status(), headers, Bytes::from(self.to_string()))
+    }
+
+    /// The response sent to the client.
+    pub(crate) fn to_response(&self) -> Response<Full<Bytes>> {
+        let (status, headers, body) = self.response_parts();
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
         resp
     }
 }

@@ -21,7 +21,7 @@ use super::{
     proxy::{Clients, Outbound},
     retry::{BodySlot, Failure},
     stats::{Codes, GaugeGuard},
-    throttler::{Route, Settings, Throttler},
+    throttler::{Revision, Route, Settings, Throttler},
 };
 use crate::{autoscaler::ConcurrencyReporter, backends::Backends, config::Protocol, drain::Drain};
 
@@ -42,12 +42,14 @@ pub(crate) struct Handler {
 }
 
 #[derive(Debug)]
-struct Inner {
-    throttler: Arc<Throttler>,
+pub(super) struct Inner {
+    pub(super) throttler: Arc<Throttler>,
     clients: Clients,
-    reporter: ConcurrencyReporter,
-    backends: Backends,
-    drain: Drain,
+    /// Bounds each TCP connect of the HTTP/1.1 fast path (the pooled clients have their own).
+    pub(super) connect_timeout: Duration,
+    pub(super) reporter: ConcurrencyReporter,
+    pub(super) backends: Backends,
+    pub(super) drain: Drain,
     /// Upgraded (websocket) tunnels, so that the drain waits for them too.
     tunnels: TaskTracker,
     /// `kactivator_requests_total` for requests that matched no revision.
@@ -67,7 +69,7 @@ struct Forwarded {
 impl Handler {
     pub(crate) fn new(
         throttler: Arc<Throttler>,
-        clients: Clients,
+        connect_timeout: Duration,
         reporter: ConcurrencyReporter,
         backends: Backends,
         drain: Drain,
@@ -76,7 +78,8 @@ impl Handler {
         Self {
             inner: Arc::new(Inner {
                 throttler,
-                clients,
+                clients: Clients::new(connect_timeout),
+                connect_timeout,
                 reporter,
                 backends,
                 drain,
@@ -84,6 +87,11 @@ impl Handler {
                 unrouted: Codes::new(Vec::new()),
             }),
         }
+    }
+
+    /// What the HTTP/1.1 fast path shares with this handler.
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// Serves one request; never fails (errors become responses).
@@ -147,6 +155,41 @@ impl Handler {
 }
 
 impl Inner {
+    /// Waits in the revision's queue for capacity.
+    pub(super) async fn admit(&self, rev: &Revision, settings: Settings) -> Result<Permit, Error> {
+        let _queued = GaugeGuard::new(&rev.stats.queued);
+        tokio::time::timeout(
+            settings.queue_timeout,
+            rev.breaker.acquire(settings.queue_depth),
+        )
+        .await
+        .map_err(|_| Error::QueueTimeout)?
+        .map_err(|_| Error::QueueFull)
+    }
+
+    /// An endpoint with room, avoiding `tried`. A request that holds capacity but finds none
+    /// waits for the next healthy-endpoint change (or `PICK_RETRY_PAUSE`) and picks again.
+    pub(super) async fn pick(
+        &self,
+        rev: &Revision,
+        container_concurrency: u32,
+        tried: &[SocketAddr],
+    ) -> InFlight {
+        let policy = rev.balancer.policy(container_concurrency);
+        loop {
+            if let Some(in_flight) =
+                policy.pick(&rev.trackers.load(), container_concurrency as usize, tried)
+            {
+                return in_flight;
+            }
+            let mut healthy = self.backends.healthy();
+            tokio::select! {
+                _ = healthy.changed() => {}
+                () = tokio::time::sleep(PICK_RETRY_PAUSE) => {}
+            }
+        }
+    }
+
     /// Waits for capacity, picks an endpoint and sends the request, retrying attempts that
     /// never reached a pod.
     async fn forward(
@@ -158,16 +201,7 @@ impl Inner {
     ) -> Result<Forwarded, Error> {
         let rev = &route.rev;
         let cold = rev.trackers.load().is_empty();
-        let permit = {
-            let _queued = GaugeGuard::new(&rev.stats.queued);
-            tokio::time::timeout(
-                settings.queue_timeout,
-                rev.breaker.acquire(settings.queue_depth),
-            )
-            .await
-            .map_err(|_| Error::QueueTimeout)?
-            .map_err(|_| Error::QueueFull)?
-        };
+        let permit = self.admit(rev, settings).await?;
         // Boxed: a request waiting in the queue keeps only the small state above alive; the
         // exchange with the pod (retry loop, pooled-client future) is allocated once there is
         // capacity. Held requests are what fill memory during a cold start.
@@ -213,19 +247,10 @@ impl Inner {
         };
         let body = BodySlot::new(body);
         let client = self.clients.for_version(out.version);
-        let limit = route.container_concurrency as usize;
-        let policy = rev.balancer.policy(route.container_concurrency);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut active = None;
         loop {
-            let Some(in_flight) = policy.pick(&rev.trackers.load(), limit, &tried) else {
-                let mut healthy = self.backends.healthy();
-                tokio::select! {
-                    _ = healthy.changed() => {}
-                    () = tokio::time::sleep(PICK_RETRY_PAUSE) => {}
-                }
-                continue;
-            };
+            let in_flight = self.pick(rev, route.container_concurrency, &tried).await;
             let addr = in_flight.tracker().addr;
             let last = tried.len() >= settings.max_retries as usize || !body.untouched();
             let up = out.request(in_flight.tracker(), body.attempt(), last)?;

@@ -14,6 +14,8 @@ use std::{
 use http::uri::Authority;
 use rand::Rng as _;
 
+use super::h1::upstream::Pool;
+
 /// One endpoint of a revision, with the requests this activator has in flight to it.
 #[derive(Debug)]
 pub(crate) struct Tracker {
@@ -21,6 +23,8 @@ pub(crate) struct Tracker {
     /// `ip:port`, prebuilt so that the upstream URI costs no formatting per request.
     pub(crate) authority: Authority,
     in_flight: AtomicUsize,
+    /// Idle HTTP/1.1 connections of the fast path; closed with the tracker.
+    pub(crate) pool: Pool,
 }
 
 impl Tracker {
@@ -31,6 +35,7 @@ impl Tracker {
             addr,
             authority,
             in_flight: AtomicUsize::new(0),
+            pool: Pool::default(),
         }
     }
 

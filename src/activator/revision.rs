@@ -26,11 +26,16 @@ pub(crate) fn host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, s
         Some(h) => h.to_str().ok()?,
         None => uri.authority()?.as_str(),
     };
+    Some(normalize_host(raw))
+}
+
+/// A Host value as routes are keyed: lowercase, without port.
+pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = strip_port(raw);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(host.to_ascii_lowercase()))
+        Cow::Owned(host.to_ascii_lowercase())
     } else {
-        Some(Cow::Borrowed(host))
+        Cow::Borrowed(host)
     }
 }
 

@@ -5,12 +5,16 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    server::conn::auto::Builder,
 };
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
 
-use super::handler::{Handler, MIN_HEAD_BUFFER};
+use super::{
+    h1,
+    handler::{Handler, MIN_HEAD_BUFFER},
+};
 use crate::drain::Drain;
 
 /// After a failed accept (out of file descriptors, say), pause instead of spinning.
@@ -42,14 +46,15 @@ pub(crate) fn builder(protocols: Protocols, max_header_bytes: usize) -> Builder<
 }
 
 /// Accepts until the drain reaches closing, then waits for every connection to finish its
-/// in-flight (and queued) requests.
+/// in-flight (and queued) requests. HTTP/1.1 connections start on the fast path (`h1`).
 pub(crate) async fn serve(
     listener: TcpListener,
+    protocols: Protocols,
     builder: Builder<TokioExecutor>,
     handler: Handler,
     drain: Drain,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             // Closing wins over a pending accept: no new connection after it.
@@ -57,7 +62,7 @@ pub(crate) async fn serve(
             () = drain.closing() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (stream, _peer) = match accepted {
             Ok(s) => s,
             Err(error) => {
                 warn!(%error, "Accept failed");
@@ -66,19 +71,20 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let svc = service_fn(move |req| handler.clone().handle(req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        // Detached: the graceful watcher tracks it.
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%error, %peer, "Connection ended with an error");
+        let (handler, builder, drain) = (handler.clone(), builder.clone(), drain.clone());
+        // Detached: the tracker waits for it.
+        connections.spawn(async move {
+            match protocols {
+                Protocols::Auto => h1::serve(stream, handler, builder, drain).await,
+                Protocols::H2c => {
+                    let svc = service_fn(move |req| handler.clone().handle(req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    h1::until_closing(conn, &drain).await;
+                }
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }

@@ -59,22 +59,31 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn get(&self, namespace: &str, name: &str) -> Option<&Route> {
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&Route> {
         self.names.get(namespace)?.get(name)
     }
 
     /// The revision a request is for: headers, else a Service host, else a configured host.
     pub(crate) fn route(&self, headers: &HeaderMap, uri: &Uri) -> Option<&Route> {
-        if let Some((namespace, name)) = revision::from_headers(headers) {
+        self.lookup(
+            revision::from_headers(headers),
+            revision::host(headers, uri).as_deref(),
+        )
+    }
+
+    /// `route` from its inputs: the `(namespace, name)` of the Knative headers, and the host
+    /// (lowercase, without port).
+    pub(crate) fn lookup(&self, names: Option<(&str, &str)>, host: Option<&str>) -> Option<&Route> {
+        if let Some((namespace, name)) = names {
             return self.get(namespace, name);
         }
-        let host = revision::host(headers, uri)?;
-        if let Some((namespace, name)) = revision::from_service_host(&host, &self.cluster_domain)
+        let host = host?;
+        if let Some((namespace, name)) = revision::from_service_host(host, &self.cluster_domain)
             && let Some(route) = self.get(namespace, name)
         {
             return Some(route);
         }
-        self.hosts.get(&*host)
+        self.hosts.get(host)
     }
 }
 

@@ -1,0 +1,586 @@
+//! The HTTP/1.1 fast path: one task per client connection reads each request head, queues it,
+//! and relays it to a pooled pod connection and the response back, with no task hop, no
+//! header map and no re-encoding. Anything else goes to the general (hyper) path.
+//!
+//! The fast path serves what most traffic is: HTTP/1.1 requests with no body or a
+//! `Content-Length` body, to an HTTP/1.1 revision. Upgrades, `Expect`, chunked request
+//! bodies, probes, HTTP/1.0, unknown revisions and malformed or oversized heads hand the
+//! connection (with the bytes already read) to hyper, which answers them as before. The
+//! admission rules, load balancing, retries, timeouts and accounting are the handler's.
+
+mod chunked;
+mod head;
+mod prefixed;
+pub(crate) mod upstream;
+
+use std::{future::Future, io, net::SocketAddr, time::Duration};
+
+use bytes::{Buf, BytesMut};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto::Builder,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::{Instant, timeout_at},
+};
+use tracing::{debug, warn};
+
+use self::{
+    chunked::Chunked,
+    head::{Extras, Framing, Next, Request},
+    prefixed::Prefixed,
+    upstream::{Conn, ConnectError},
+};
+use super::{
+    body::{CLIENT_CLOSED, Completion},
+    breaker::Permit,
+    error::Error,
+    handler::{Handler, Inner, MIN_HEAD_BUFFER},
+    lb::InFlight,
+    stats::GaugeGuard,
+};
+use crate::drain::Drain;
+
+/// A client connection's first read buffer. Most request heads fit; it grows for larger ones.
+/// Held requests each keep one, so it stays small.
+const CLIENT_BUF: usize = 2048;
+/// A request head (including the wait for it on an idle connection) must arrive within this,
+/// as with hyper's default header read timeout.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// While a request waits, the client's further bytes (its body, pipelined requests) are read
+/// ahead up to this much, so that a closed connection is noticed.
+const READ_AHEAD: usize = 64 * 1024;
+/// Largest response head accepted from a pod.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read size while relaying a body too large for the first read.
+const RELAY_BUF: usize = 64 * 1024;
+
+/// The general path for connections the fast path hands over.
+pub(crate) type General = Builder<TokioExecutor>;
+
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Serves one accepted client connection until it closes.
+pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General, drain: Drain) {
+    let mut client = Client {
+        stream,
+        buf: BytesMut::with_capacity(CLIENT_BUF),
+    };
+    loop {
+        let Some(next) = read_head(&mut client, &handler, &drain).await else {
+            return;
+        };
+        match next {
+            Next::Proxy(req) => {
+                if !exchange(&mut client, &req, handler.inner(), &drain).await {
+                    return;
+                }
+            }
+            Next::General | Next::Partial => {
+                return serve_general(client, handler, &general, drain).await;
+            }
+        }
+    }
+}
+
+/// Hands the connection to hyper, the bytes already read first.
+async fn serve_general(client: Client, handler: Handler, general: &General, drain: Drain) {
+    let svc = service_fn(move |req| handler.clone().handle(req));
+    let io = TokioIo::new(Prefixed::new(client.buf, client.stream));
+    let conn = general.serve_connection_with_upgrades(io, svc);
+    until_closing(conn, &drain).await;
+}
+
+/// Drives a hyper connection; at closing, lets it finish its requests and close.
+pub(crate) async fn until_closing<C, E>(conn: C, drain: &Drain)
+where
+    C: Future<Output = Result<(), E>> + GracefulConn,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain.closing() => {
+            conn.as_mut().shutdown_gracefully();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%error, "Connection ended with an error");
+    }
+}
+
+/// A connection that can be asked to finish and close.
+pub(crate) trait GracefulConn {
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConn for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> GracefulConn for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Reads until a request head is complete (or the connection must go to the general path);
+/// `None` when the connection is done: closed, timed out, or idle at closing.
+async fn read_head(client: &mut Client, handler: &Handler, drain: &Drain) -> Option<Next> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    loop {
+        if !client.buf.is_empty() {
+            let table = handler.inner().throttler.load();
+            match head::request(&client.buf, &table) {
+                Next::Partial => {}
+                next => return Some(next),
+            }
+            // hyper answers an oversized head (431) the way it always has.
+            if client.buf.len() >= table.settings.max_header_bytes.max(MIN_HEAD_BUFFER) {
+                return Some(Next::General);
+            }
+        }
+        if client.buf.capacity() - client.buf.len() < CLIENT_BUF / 2 {
+            client.buf.reserve(client.buf.capacity().max(CLIENT_BUF));
+        }
+        let idle = client.buf.is_empty();
+        let read = tokio::select! {
+            biased;
+            () = drain.closing(), if idle => return None,
+            read = timeout_at(deadline, client.stream.read_buf(&mut client.buf)) => read,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed (mid-head or not), failed, or too slow: nothing to answer.
+            _ => return None,
+        }
+    }
+}
+
+/// How an exchange ended early.
+enum Failed {
+    /// The client closed its connection: counted as 499, nothing to answer.
+    ClientGone,
+    Error(Error),
+}
+
+/// A request sent and its response head received.
+struct Sent {
+    up: Conn,
+    resp: head::Response,
+    in_flight: InFlight,
+    permit: Permit,
+    active: GaugeGuard,
+    cold_start: Option<Duration>,
+}
+
+/// Proxies one request and its response. Whether the client connection stays open.
+async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) -> bool {
+    let start = Instant::now();
+    let rev = &req.route.rev;
+    let mut done = Completion::new(start, rev.clone());
+    // Before queueing: the autoscaler must see queued requests as concurrency.
+    done.request = Some(h.reporter.track(&rev.key));
+    client.buf.advance(req.head_len);
+    let deadline = start + req.route.timeout;
+    let close = req.close || drain.is_closing();
+    let forwarded = timeout_at(deadline, forward(client, req, h, start, close)).await;
+    match forwarded.unwrap_or(Err(Failed::Error(Error::RevisionTimeout))) {
+        Ok(sent) => relay_response(client, req, sent, done, deadline, drain).await,
+        Err(Failed::ClientGone) => false,
+        Err(Failed::Error(e)) => {
+            if let Some(reason) = e.rejection() {
+                rev.stats.rejected(reason);
+            }
+            match &e {
+                Error::UpstreamIo { .. } => {
+                    warn!(error = %e, revision = %rev.key, "Upstream request failed");
+                }
+                _ => debug!(error = %e, revision = %rev.key, "Request refused"),
+            }
+            done.code = Some(e.status().as_u16());
+            // An unread request body would be taken for the next request: close instead.
+            let keep = !close && req.content_length == 0;
+            let written = client.stream.write_all(&head::local(&e, !keep)).await;
+            keep && written.is_ok()
+        }
+    }
+}
+
+/// Waits for capacity, picks a pod and sends the request, retrying attempts that never
+/// reached a pod; returns once the response head is in.
+async fn forward(
+    client: &mut Client,
+    req: &Request,
+    h: &Inner,
+    start: Instant,
+    close: bool,
+) -> Result<Sent, Failed> {
+    let rev = &req.route.rev;
+    let cold = rev.trackers.load().is_empty();
+    let permit = tokio::select! {
+        permit = h.admit(rev, req.settings) => permit.map_err(Failed::Error)?,
+        () = client_gone(client) => return Err(Failed::ClientGone),
+    };
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut active = None;
+    let mut fresh = false;
+    let mut head = Vec::new();
+    loop {
+        let in_flight = tokio::select! {
+            in_flight = h.pick(rev, req.route.container_concurrency, &tried) => in_flight,
+            () = client_gone(client) => return Err(Failed::ClientGone),
+        };
+        let tracker = in_flight.tracker();
+        let addr = tracker.addr;
+        let pooled = if fresh { None } else { tracker.pool.checkout() };
+        let mut up = match pooled {
+            Some(up) => up,
+            None => match upstream::connect(addr, h.connect_timeout).await {
+                Ok(up) => up,
+                Err(e) => {
+                    if matches!(e, ConnectError::Refused(_)) {
+                        h.backends.eject(&rev.key, addr);
+                    }
+                    let source = e.into_io();
+                    if tried.len() >= req.settings.max_retries as usize {
+                        return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+                    }
+                    debug!(error = %source, revision = %rev.key, %addr, "Connect failed; retrying");
+                    rev.stats.retries.increment(1);
+                    tried.push(addr);
+                    continue;
+                }
+            },
+        };
+        let sent_at = start.elapsed();
+        active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
+        let extras = Extras {
+            cold_start_ms: cold.then(|| u64::try_from(sent_at.as_millis()).unwrap_or(u64::MAX)),
+            close,
+            is_head: req.is_head,
+        };
+        match send(
+            client,
+            req,
+            &mut up,
+            tracker.authority.as_str(),
+            &mut head,
+            extras,
+        )
+        .await
+        {
+            Ok(resp) => {
+                return Ok(Sent {
+                    up,
+                    resp,
+                    in_flight,
+                    permit,
+                    active: active.unwrap_or_else(|| GaugeGuard::new(&rev.stats.active)),
+                    cold_start: cold.then_some(sent_at),
+                });
+            }
+            Err(SendError::Client) => return Err(Failed::ClientGone),
+            // A reused connection the pod closed while it was idle: the request never
+            // reached it. Sent again, once, on a new connection (as Go's transport does).
+            Err(SendError::Pod { stale: true, error }) if up.reused && req.idempotent && !fresh => {
+                debug!(%error, revision = %rev.key, %addr, "Idle upstream connection was closed; retrying");
+                rev.stats.retries.increment(1);
+                fresh = true;
+            }
+            Err(SendError::Pod { error, .. }) => {
+                return Err(Failed::Error(Error::UpstreamIo {
+                    addr,
+                    source: error,
+                }));
+            }
+        }
+    }
+}
+
+enum SendError {
+    Client,
+    /// `stale`: the pod closed the connection before any byte of the response.
+    Pod {
+        stale: bool,
+        error: io::Error,
+    },
+}
+
+/// Sends the head and body, then reads the response head (relaying 1xx responses).
+async fn send(
+    client: &mut Client,
+    req: &Request,
+    up: &mut Conn,
+    authority: &str,
+    head: &mut Vec<u8>,
+    extras: Extras,
+) -> Result<head::Response, SendError> {
+    head.clear();
+    req.head_for(authority, head);
+    // Body bytes already read go out with the head; a body read whole stays in the buffer
+    // until the response starts, so that a stale connection can be retried.
+    let buffered = usize::try_from(req.content_length)
+        .unwrap_or(usize::MAX)
+        .min(client.buf.len());
+    head.extend_from_slice(&client.buf[..buffered]);
+    let whole = buffered as u64 == req.content_length;
+    if let Err(error) = up.stream.write_all(head).await {
+        return Err(SendError::Pod { stale: true, error });
+    }
+    if !whole {
+        client.buf.advance(buffered);
+        send_body(client, up, req.content_length - buffered as u64).await?;
+    }
+    up.buf.clear();
+    loop {
+        match head::response(&up.buf, extras) {
+            Ok(Some(resp))
+                if resp.framing == Framing::Empty && (100..200).contains(&resp.status) =>
+            {
+                if client.stream.write_all(&resp.head).await.is_err() {
+                    return Err(SendError::Client);
+                }
+                up.buf.advance(resp.head_len);
+                continue;
+            }
+            Ok(Some(resp)) => {
+                if whole {
+                    client.buf.advance(buffered);
+                }
+                return Ok(resp);
+            }
+            Ok(None) if up.buf.len() < MAX_RESPONSE_HEAD => {}
+            Ok(None) | Err(_) => {
+                return Err(SendError::Pod {
+                    stale: false,
+                    error: io::Error::new(io::ErrorKind::InvalidData, "bad response head"),
+                });
+            }
+        }
+        if up.buf.capacity() - up.buf.len() < upstream::INIT_BUF / 2 {
+            up.buf.reserve(up.buf.capacity());
+        }
+        let nothing_yet = up.buf.is_empty();
+        let read = tokio::select! {
+            read = up.stream.read_buf(&mut up.buf) => read,
+            () = client_gone(client) => return Err(SendError::Client),
+        };
+        match read {
+            Ok(0) => {
+                return Err(SendError::Pod {
+                    stale: nothing_yet,
+                    error: io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            Ok(_) => {}
+            Err(error) => {
+                return Err(SendError::Pod {
+                    stale: nothing_yet,
+                    error,
+                });
+            }
+        }
+    }
+}
+
+/// Copies the rest of a `Content-Length` request body from the client to the pod.
+async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<(), SendError> {
+    while left > 0 {
+        if client.buf.is_empty() {
+            client.buf.reserve(RELAY_BUF);
+            match client.stream.read_buf(&mut client.buf).await {
+                Ok(0) | Err(_) => return Err(SendError::Client),
+                Ok(_) => {}
+            }
+        }
+        let n = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(client.buf.len());
+        if let Err(error) = up.stream.write_all(&client.buf[..n]).await {
+            return Err(SendError::Pod {
+                stale: false,
+                error,
+            });
+        }
+        client.buf.advance(n);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Resolves when the client closes its connection; meanwhile reads ahead what it sends (its
+/// body, pipelined requests), up to `READ_AHEAD`.
+async fn client_gone(client: &mut Client) {
+    loop {
+        if client.buf.len() >= READ_AHEAD {
+            std::future::pending::<()>().await;
+        }
+        if client.buf.capacity() == client.buf.len() {
+            client.buf.reserve(CLIENT_BUF);
+        }
+        match client.stream.read_buf(&mut client.buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Sends the response head and relays the body; returns the pod connection to its pool when
+/// the exchange ended cleanly. Whether the client connection stays open.
+async fn relay_response(
+    client: &mut Client,
+    req: &Request,
+    sent: Sent,
+    mut done: Completion,
+    deadline: Instant,
+    drain: &Drain,
+) -> bool {
+    let Sent {
+        mut up,
+        resp,
+        in_flight,
+        permit,
+        active,
+        cold_start,
+    } = sent;
+    done.code = Some(resp.status);
+    if let Some(cold) = cold_start {
+        done.revision().stats.cold_start.record(cold.as_secs_f64());
+    }
+    done.permit = Some(permit);
+    done.active = Some(active);
+    up.buf.advance(resp.head_len);
+
+    let mut out = resp.head;
+    let mut chunked = Chunked::default();
+    // Bytes of the body still to come from the pod (for `Length`), or whether it is over.
+    let mut left = 0u64;
+    let mut finished = match resp.framing {
+        Framing::Empty => true,
+        Framing::Length(n) => {
+            let k = usize::try_from(n).unwrap_or(usize::MAX).min(up.buf.len());
+            out.extend_from_slice(&up.buf[..k]);
+            up.buf.advance(k);
+            left = n - k as u64;
+            left == 0
+        }
+        Framing::Chunked => match chunked.advance(&up.buf) {
+            Ok(k) => {
+                out.extend_from_slice(&up.buf[..k]);
+                up.buf.advance(k);
+                chunked.is_done()
+            }
+            Err(error) => {
+                // Nothing is sent yet: the client gets a 502 instead.
+                let e = Error::UpstreamIo {
+                    addr: in_flight.tracker().addr,
+                    source: io::Error::new(io::ErrorKind::InvalidData, error),
+                };
+                warn!(error = %e, revision = %req.route.rev.key, "Upstream request failed");
+                done.code = Some(e.status().as_u16());
+                let _ = client.stream.write_all(&head::local(&e, true)).await;
+                return false;
+            }
+        },
+        Framing::Close => {
+            out.extend_from_slice(&up.buf);
+            up.buf.clear();
+            false
+        }
+    };
+    let wrote = timeout_at(deadline, client.stream.write_all(&out)).await;
+    if !matches!(wrote, Ok(Ok(()))) {
+        done.code = Some(if wrote.is_err() {
+            Error::RevisionTimeout.status().as_u16()
+        } else {
+            CLIENT_CLOSED
+        });
+        return false;
+    }
+    drop(out);
+    if !finished {
+        if up.buf.capacity() < RELAY_BUF {
+            up.buf.reserve(RELAY_BUF);
+        }
+        loop {
+            up.buf.clear();
+            let Ok(read) = timeout_at(deadline, up.stream.read_buf(&mut up.buf)).await else {
+                // The revision timeout covers the body too: cut it.
+                done.code = Some(Error::RevisionTimeout.status().as_u16());
+                return false;
+            };
+            let body = match (read, resp.framing) {
+                (Ok(0), Framing::Close) => {
+                    finished = true;
+                    break;
+                }
+                // The pod broke the body off: the client has the status already.
+                (Ok(0) | Err(_), _) => return false,
+                (Ok(_), Framing::Length(_)) => {
+                    let k = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(up.buf.len());
+                    left -= k as u64;
+                    &up.buf[..k]
+                }
+                (Ok(_), Framing::Chunked) => match chunked.advance(&up.buf) {
+                    Ok(k) => &up.buf[..k],
+                    Err(_) => return false,
+                },
+                (Ok(n), _) => &up.buf[..n],
+            };
+            let body_len = body.len();
+            match timeout_at(deadline, client.stream.write_all(body)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    done.code = Some(CLIENT_CLOSED);
+                    return false;
+                }
+                Err(_) => {
+                    done.code = Some(Error::RevisionTimeout.status().as_u16());
+                    return false;
+                }
+            }
+            up.buf.advance(body_len);
+            finished = match resp.framing {
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => chunked.is_done(),
+                Framing::Empty | Framing::Close => false,
+            };
+            if finished {
+                break;
+            }
+        }
+    }
+    if finished && resp.reusable {
+        in_flight.tracker().pool.checkin(up);
+    }
+    done.in_flight = Some(in_flight);
+    finished && !resp.close && !drain.is_closing()
+}

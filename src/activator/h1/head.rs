@@ -1,0 +1,527 @@
+//! HTTP/1.1 heads on the fast path: the client's request rewritten for the pod, the pod's
+//! response rewritten for the client, and locally generated responses.
+//!
+//! The rules are those of `headers.rs` (hop-by-hop per RFC 9110 §7.6.1, Knative's routing and
+//! proxy headers), applied to raw header lines so that names keep their case and order.
+
+use std::{cell::RefCell, time::SystemTime};
+
+use http::StatusCode;
+
+use crate::activator::{
+    error::Error,
+    revision::normalize_host,
+    throttler::{Route, Settings, Table},
+};
+
+/// Header lines parsed per head; a head with more goes to the general path.
+const MAX_HEADERS: usize = 64;
+
+/// What the connection does with the bytes it has read.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// The head is not complete yet.
+    Partial,
+    /// Anything the fast path does not serve (upgrades, probes, `Expect`, chunked requests,
+    /// unknown revisions, errors…): the connection goes to the general (hyper) path, which
+    /// answers it exactly as before.
+    General,
+    Proxy(Box<Request>),
+}
+
+/// A client request ready to be sent to a pod.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) route: Route,
+    pub(crate) settings: Settings,
+    /// Bytes of the client's head.
+    pub(crate) head_len: usize,
+    /// The upstream head without its Host line, which is inserted at `host_at` per attempt.
+    head: Vec<u8>,
+    host_at: usize,
+    pub(crate) content_length: u64,
+    pub(crate) is_head: bool,
+    /// Safe to send again on a fresh connection when a reused one turned out closed.
+    pub(crate) idempotent: bool,
+    /// The client asked for the connection to close after this response.
+    pub(crate) close: bool,
+}
+
+impl Request {
+    /// The head for one attempt to the pod at `authority`.
+    pub(crate) fn head_for(&self, authority: &str, out: &mut Vec<u8>) {
+        out.reserve(self.head.len() + authority.len() + 8);
+        out.extend_from_slice(&self.head[..self.host_at]);
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.head[self.host_at..]);
+    }
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(value)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Headers that describe one connection and never cross the proxy (besides those named in
+/// `Connection`). `te` is handled apart: `TE: trailers` goes through.
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "upgrade",
+        "te",
+    ]
+    .iter()
+    .any(|h| eq(name, h))
+}
+
+fn named_in(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|v| tokens(v).any(|t| eq(t, name)))
+}
+
+/// Reads the request head at the start of `buf` and decides how it is served.
+pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut storage);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Next::Partial,
+        Err(_) => return Next::General,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Next::General;
+    };
+    if !target.starts_with('/') || method == "CONNECT" || head_len > table.settings.max_header_bytes
+    {
+        return Next::General;
+    }
+    let headers = &*req.headers;
+    let mut host = None;
+    let mut namespace = None;
+    let mut revision = None;
+    let mut content_length: Option<u64> = None;
+    let mut original_host = false;
+    let mut connection: Vec<&[u8]> = Vec::new();
+    let mut trailers = false;
+    for h in headers {
+        let name = h.name;
+        let value = h.value;
+        if eq(name, "host") {
+            if host.is_some() {
+                return Next::General;
+            }
+            host = Some(value);
+        } else if eq(name, "content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok());
+            match (parsed, content_length) {
+                (Some(n), None) => content_length = Some(n),
+                _ => return Next::General,
+            }
+        } else if eq(name, "transfer-encoding")
+            || eq(name, "upgrade")
+            || eq(name, "expect")
+            || eq(name, "k-network-probe")
+            || eq(name, "k-kubelet-probe")
+            || (eq(name, "user-agent") && value.starts_with(b"kube-probe/"))
+        {
+            return Next::General;
+        } else if eq(name, "connection") {
+            connection.push(value);
+        } else if eq(name, "knative-serving-namespace") {
+            namespace = Some(value);
+        } else if eq(name, "knative-serving-revision") {
+            revision = Some(value);
+        } else if eq(name, "k-original-host") {
+            original_host = true;
+        } else if eq(name, "te") {
+            trailers |= tokens(value).any(|t| eq(t, "trailers"));
+        }
+    }
+    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Next::General;
+    };
+    let Some(route) = route(table, namespace, revision, host) else {
+        return Next::General;
+    };
+    if route.protocol == crate::config::Protocol::H2c {
+        return Next::General;
+    }
+
+    let mut head = Vec::with_capacity(head_len + 64);
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let host_at = head.len();
+    for h in headers {
+        let name = h.name;
+        let dropped = hop_by_hop(name)
+            || eq(name, "host")
+            || eq(name, "knative-serving-namespace")
+            || eq(name, "knative-serving-revision")
+            || eq(name, "k-proxy-request")
+            || named_in(&connection, name);
+        if dropped {
+            continue;
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if !original_host {
+        head.extend_from_slice(b"k-original-host: ");
+        head.extend_from_slice(host.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if trailers {
+        head.extend_from_slice(b"te: trailers\r\n");
+    }
+    head.extend_from_slice(b"k-proxy-request: activator\r\n\r\n");
+    let close = connection.iter().any(|v| tokens(v).any(|t| eq(t, "close")));
+    Next::Proxy(Box::new(Request {
+        route: route.clone(),
+        settings: table.settings,
+        head_len,
+        head,
+        host_at,
+        content_length: content_length.unwrap_or(0),
+        is_head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
+        close,
+    }))
+}
+
+/// `Table::route` from raw header values.
+fn route<'t>(
+    table: &'t Table,
+    namespace: Option<&[u8]>,
+    revision: Option<&[u8]>,
+    host: &str,
+) -> Option<&'t Route> {
+    fn text(v: Option<&[u8]>) -> Option<&str> {
+        v.and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+    }
+    let names = text(namespace).zip(text(revision));
+    table.lookup(names, Some(&normalize_host(host)))
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the pod closes the connection.
+    Close,
+}
+
+/// A pod's response head, rewritten for the client.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) head_len: usize,
+    pub(crate) framing: Framing,
+    /// The pod keeps the connection open after this response.
+    pub(crate) reusable: bool,
+    /// The client connection closes after this response.
+    pub(crate) close: bool,
+    /// The head to send to the client.
+    pub(crate) head: Vec<u8>,
+}
+
+/// Why a pod's response head cannot be relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadResponse {
+    #[error("malformed response head")]
+    Malformed,
+    #[error("unexpected 101 Switching Protocols")]
+    Upgrade,
+}
+
+/// What the connection adds to a response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Extras {
+    pub(crate) cold_start_ms: Option<u64>,
+    /// The client connection closes after this response (client asked, or draining).
+    pub(crate) close: bool,
+    pub(crate) is_head: bool,
+}
+
+/// Reads a response head at the start of `buf`; `None` until it is complete.
+pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, BadResponse> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse::Malformed),
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err(BadResponse::Malformed);
+    };
+    if status == 101 {
+        return Err(BadResponse::Upgrade);
+    }
+    let headers = &*resp.headers;
+    let mut connection: Vec<&[u8]> = Vec::new();
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut date = false;
+    for h in headers {
+        if eq(h.name, "connection") {
+            connection.push(h.value);
+        } else if eq(h.name, "transfer-encoding") {
+            // Only the last coding frames the message (RFC 9112 §6.1).
+            chunked = tokens(h.value).last().is_some_and(|t| eq(t, "chunked"));
+        } else if eq(h.name, "content-length") {
+            let parsed = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(BadResponse::Malformed)?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(BadResponse::Malformed);
+            }
+            length = Some(parsed);
+        } else if eq(h.name, "date") {
+            date = true;
+        }
+    }
+    let informational = (100..200).contains(&status);
+    let framing = if informational || extras.is_head || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    let pod_close = version == 0 || connection.iter().any(|v| tokens(v).any(|t| eq(t, "close")));
+    let close = !informational && (extras.close || framing == Framing::Close);
+
+    let mut head = Vec::with_capacity(head_len + 96);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.to_string().as_bytes());
+    head.push(b' ');
+    let reason = resp
+        .reason
+        .filter(|r| !r.is_empty())
+        .or_else(|| StatusCode::from_u16(status).ok()?.canonical_reason())
+        .unwrap_or("");
+    head.extend_from_slice(reason.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for h in headers {
+        // The framing goes through as it came: the body is relayed byte for byte.
+        let framing_header =
+            eq(h.name, "transfer-encoding") && matches!(framing, Framing::Chunked | Framing::Close);
+        if !framing_header && (hop_by_hop(h.name) || named_in(&connection, h.name))
+            || (eq(h.name, "content-length") && chunked)
+        {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if !informational {
+        if !date {
+            push_date(&mut head);
+        }
+        if let Some(ms) = extras.cold_start_ms {
+            head.extend_from_slice(b"x-kactivator-cold-start: ");
+            head.extend_from_slice(ms.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if close {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Some(Response {
+        status,
+        head_len,
+        framing,
+        reusable: !pod_close && framing != Framing::Close,
+        close,
+        head,
+    }))
+}
+
+/// The whole response for an error answered by the activator itself.
+pub(crate) fn local(error: &Error, close: bool) -> Vec<u8> {
+    let (status, headers, body) = error.response_parts();
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_date(&mut out);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
+thread_local! {
+    /// The `date` line, formatted once per second per thread (as hyper does).
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                *at = secs;
+            }
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extras() -> Extras {
+        Extras {
+            cold_start_ms: None,
+            close: false,
+            is_head: false,
+        }
+    }
+
+    fn text(head: &[u8]) -> String {
+        String::from_utf8_lossy(head).into_owned()
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let r = |raw: &str, e: Extras| response(raw.as_bytes(), e).unwrap().unwrap();
+        let resp = r(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            extras(),
+        );
+        assert_eq!(resp.framing, Framing::Length(5));
+        assert!(resp.reusable && !resp.close);
+        assert_eq!(resp.head_len, 38);
+        let resp = r(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            extras(),
+        );
+        assert_eq!(resp.framing, Framing::Chunked);
+        assert!(text(&resp.head).contains("transfer-encoding: gzip, chunked\r\n"));
+        assert!(!text(&resp.head).contains("content-length"));
+        let resp = r("HTTP/1.1 200 OK\r\n\r\n", extras());
+        assert_eq!(resp.framing, Framing::Close);
+        assert!(resp.close && !resp.reusable);
+        assert!(text(&resp.head).contains("connection: close\r\n"));
+        let resp = r(
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+            extras(),
+        );
+        assert_eq!(resp.framing, Framing::Empty);
+        let head = Extras {
+            is_head: true,
+            ..extras()
+        };
+        let resp = r("HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", head);
+        assert_eq!(resp.framing, Framing::Empty);
+        assert!(text(&resp.head).contains("content-length: 1000\r\n"));
+        let resp = r("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx", extras());
+        assert!(!resp.reusable);
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_are_stripped() {
+        let raw = "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nDate: x\r\ncontent-length: 0\r\n\r\n";
+        let e = Extras {
+            cold_start_ms: Some(27),
+            ..extras()
+        };
+        let resp = response(raw.as_bytes(), e).unwrap().unwrap();
+        let head = text(&resp.head);
+        assert!(head.starts_with("HTTP/1.1 200 Fine\r\n"), "{head}");
+        assert!(head.contains("X-Kept: 1\r\n"));
+        assert!(head.contains("x-kactivator-cold-start: 27\r\n"));
+        assert!(head.contains("Date: x\r\n") && !head.contains("date: "));
+        for gone in ["Connection", "X-Hop", "Keep-Alive"] {
+            assert!(!head.contains(gone), "{gone} in {head}");
+        }
+    }
+
+    #[test]
+    fn bad_responses_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "NOPE\r\n\r\n",
+        ] {
+            assert_eq!(
+                response(raw.as_bytes(), extras()).unwrap_err(),
+                BadResponse::Malformed,
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            response(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", extras()).unwrap_err(),
+            BadResponse::Upgrade
+        );
+        assert!(
+            response(b"HTTP/1.1 200 OK\r\ncontent-le", extras())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn local_responses_are_complete() {
+        let out = text(&local(&Error::QueueFull, true));
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("retry-after: 1\r\n"));
+        assert!(out.contains("connection: close\r\n"));
+        assert!(out.ends_with("\r\n\r\npending request queue full"));
+    }
+}

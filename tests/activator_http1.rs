@@ -1,0 +1,1127 @@
+//! The activator's HTTP/1.1 proxying pinned at the byte level: raw client sockets in front,
+//! raw scripted backends behind. Only behaviour every correct HTTP/1.1 reverse proxy has is
+//! asserted (no header order, name casing, `date`, or framing where re-framing is allowed).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use kactivator::cli::Mode;
+use support::app::{TestApp, start};
+use tokio::time::Instant;
+use wire::{Backend, Conn, Head, Wire};
+
+/// Bound of every wait in this file.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A configured host of the revision `app` (namespace `default`).
+const HOST: &str = "app.example.com";
+
+/// Raw HTTP/1.1 on both sides of the activator: a buffered socket that reads message heads
+/// and bodies by hand, and a scriptable backend that records what reached it.
+mod wire {
+    use std::{
+        future::Future,
+        io,
+        net::SocketAddr,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use parking_lot::Mutex;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+        task::JoinSet,
+    };
+
+    use super::WAIT;
+
+    fn invalid(what: impl Into<String>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, what.into())
+    }
+
+    fn eof() -> io::Error {
+        io::ErrorKind::UnexpectedEof.into()
+    }
+
+    async fn timed<T>(f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no progress within the wait",
+            ))
+        })
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    /// A message head: the start line and the fields, names lowercased, in order.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Head {
+        /// As received, without the final empty line.
+        pub(crate) raw: String,
+        pub(crate) start: String,
+        pub(crate) headers: Vec<(String, String)>,
+    }
+
+    impl Head {
+        pub(crate) fn parse(raw: &str) -> io::Result<Self> {
+            let mut lines = raw.split("\r\n");
+            let start = lines.next().unwrap_or_default().to_string();
+            let mut headers = Vec::new();
+            for line in lines {
+                let (name, value) = line
+                    .split_once(':')
+                    .ok_or_else(|| invalid(format!("header line {line:?}")))?;
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
+            Ok(Self {
+                raw: raw.to_string(),
+                start,
+                headers,
+            })
+        }
+
+        /// The first value of the field `name` (lowercase).
+        pub(crate) fn get(&self, name: &str) -> Option<&str> {
+            self.all(name).next()
+        }
+
+        pub(crate) fn all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+            let name = name.to_string();
+            self.headers
+                .iter()
+                .filter(move |(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// Whether a `name` field lists `token` (comma-separated, case-insensitive).
+        pub(crate) fn lists(&self, name: &str, token: &str) -> bool {
+            self.all(name)
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        }
+
+        /// The status of a response head (0 if the start line is not a status line).
+        pub(crate) fn status(&self) -> u16 {
+            self.start
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        }
+
+        fn content_length(&self) -> io::Result<Option<usize>> {
+            self.get("content-length")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| invalid(format!("content-length {v:?}")))
+                })
+                .transpose()
+        }
+
+        fn chunked(&self) -> bool {
+            self.lists("transfer-encoding", "chunked")
+        }
+    }
+
+    /// A final response as the client received it, body de-chunked.
+    #[derive(Debug)]
+    pub(crate) struct Response {
+        pub(crate) head: Head,
+        pub(crate) status: u16,
+        pub(crate) body: Vec<u8>,
+        /// Whether the body came with chunked framing.
+        pub(crate) chunked: bool,
+    }
+
+    impl Response {
+        pub(crate) fn get(&self, name: &str) -> Option<&str> {
+            self.head.get(name)
+        }
+
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+
+    /// A request as a backend received it, body de-chunked.
+    #[derive(Debug)]
+    pub(crate) struct Request {
+        pub(crate) head: Head,
+        pub(crate) method: String,
+        pub(crate) target: String,
+        pub(crate) body: Vec<u8>,
+    }
+
+    /// A TCP stream with a read buffer; every read is bounded by [`WAIT`].
+    #[derive(Debug)]
+    pub(crate) struct Wire {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Wire {
+        pub(crate) async fn connect(addr: SocketAddr) -> Self {
+            let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+                .await
+                .expect("connect in time")
+                .unwrap();
+            Self::new(stream)
+        }
+
+        fn new(stream: TcpStream) -> Self {
+            Self {
+                stream,
+                buf: Vec::new(),
+            }
+        }
+
+        pub(crate) async fn send(&mut self, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+            timed(self.stream.write_all(bytes.as_ref())).await
+        }
+
+        /// Reads more into the buffer; false at EOF.
+        async fn fill(&mut self) -> io::Result<bool> {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = timed(self.stream.read(&mut chunk)).await?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            Ok(n > 0)
+        }
+
+        /// The next message head; `None` at EOF before its first byte.
+        pub(crate) async fn head(&mut self) -> io::Result<Option<Head>> {
+            loop {
+                if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                    let raw: Vec<u8> = self.buf.drain(..end + 4).collect();
+                    let raw = std::str::from_utf8(&raw[..end])
+                        .map_err(|_| invalid("head is not UTF-8"))?;
+                    return Head::parse(raw).map(Some);
+                }
+                if !self.fill().await? {
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(eof())
+                    };
+                }
+            }
+        }
+
+        async fn exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+            while self.buf.len() < n {
+                if !self.fill().await? {
+                    return Err(eof());
+                }
+            }
+            Ok(self.buf.drain(..n).collect())
+        }
+
+        async fn line(&mut self) -> io::Result<String> {
+            loop {
+                if let Some(end) = find(&self.buf, b"\r\n") {
+                    let line: Vec<u8> = self.buf.drain(..end + 2).collect();
+                    return String::from_utf8(line[..end].to_vec())
+                        .map_err(|_| invalid("line is not UTF-8"));
+                }
+                if !self.fill().await? {
+                    return Err(eof());
+                }
+            }
+        }
+
+        async fn chunked(&mut self) -> io::Result<Vec<u8>> {
+            let mut body = Vec::new();
+            loop {
+                let line = self.line().await?;
+                let size = line.split(';').next().unwrap_or_default().trim();
+                let size = usize::from_str_radix(size, 16)
+                    .map_err(|_| invalid(format!("chunk size line {line:?}")))?;
+                if size == 0 {
+                    // Trailer fields, if any, up to the empty line.
+                    while !self.line().await?.is_empty() {}
+                    return Ok(body);
+                }
+                body.extend(self.exact(size).await?);
+                if self.exact(2).await? != b"\r\n" {
+                    return Err(invalid("chunk data not followed by CRLF"));
+                }
+            }
+        }
+
+        async fn until_eof(&mut self) -> io::Result<Vec<u8>> {
+            while self.fill().await? {}
+            Ok(std::mem::take(&mut self.buf))
+        }
+
+        /// The final response to a `method` request, skipping interim 1xx responses (but
+        /// not 101); `None` if the peer closed before sending a byte.
+        pub(crate) async fn try_response(&mut self, method: &str) -> io::Result<Option<Response>> {
+            loop {
+                let Some(head) = self.head().await? else {
+                    return Ok(None);
+                };
+                if !head.start.starts_with("HTTP/1.") {
+                    return Err(invalid(format!("status line {:?}", head.start)));
+                }
+                let status = head.status();
+                if (100..200).contains(&status) && status != 101 {
+                    continue;
+                }
+                let bodiless = method == "HEAD" || matches!(status, 101 | 204 | 304);
+                let chunked = !bodiless && head.chunked();
+                let body = if bodiless {
+                    Vec::new()
+                } else if chunked {
+                    self.chunked().await?
+                } else if let Some(n) = head.content_length()? {
+                    self.exact(n).await?
+                } else {
+                    self.until_eof().await?
+                };
+                return Ok(Some(Response {
+                    head,
+                    status,
+                    body,
+                    chunked,
+                }));
+            }
+        }
+
+        /// Like [`Self::try_response`], but the response must be there.
+        pub(crate) async fn response(&mut self, method: &str) -> Response {
+            self.try_response(method)
+                .await
+                .expect("a well-formed response in time")
+                .expect("a response, not EOF")
+        }
+
+        /// Whether the peer closes the connection (EOF or reset) with nothing more sent.
+        pub(crate) async fn closed(&mut self) -> bool {
+            if !self.buf.is_empty() {
+                return false;
+            }
+            match self.fill().await {
+                Ok(more) => !more,
+                Err(e) => e.kind() != io::ErrorKind::TimedOut,
+            }
+        }
+
+        /// Reads one request as a server does: `Expect: 100-continue` is answered with
+        /// `100 Continue` before the body is read. `None` at EOF before its first byte.
+        pub(crate) async fn request(&mut self) -> io::Result<Option<Request>> {
+            let Some(head) = self.head().await? else {
+                return Ok(None);
+            };
+            let mut line = head.start.split(' ');
+            let method = line.next().unwrap_or_default().to_string();
+            let target = line.next().unwrap_or_default().to_string();
+            if head.lists("expect", "100-continue") {
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            let body = if head.chunked() {
+                self.chunked().await?
+            } else {
+                let n = head.content_length()?.unwrap_or(0);
+                self.exact(n).await?
+            };
+            Ok(Some(Request {
+                head,
+                method,
+                target,
+                body,
+            }))
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Records {
+        accepted: AtomicUsize,
+        used: AtomicUsize,
+        heads: Mutex<Vec<String>>,
+        bodies: Mutex<Vec<Vec<u8>>>,
+    }
+
+    /// A backend on 127.0.0.1:0 running a script per accepted connection. Dropping it closes
+    /// the port and every connection.
+    #[derive(Debug)]
+    pub(crate) struct Backend {
+        pub(crate) addr: SocketAddr,
+        records: Arc<Records>,
+        tasks: Arc<Mutex<JoinSet<()>>>,
+    }
+
+    impl Backend {
+        pub(crate) async fn start<F, Fut>(script: F) -> Self
+        where
+            F: Fn(Conn) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let records = Arc::new(Records::default());
+            let tasks = Arc::new(Mutex::new(JoinSet::new()));
+            let (r, t) = (records.clone(), tasks.clone());
+            tasks.lock().spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    r.accepted.fetch_add(1, Ordering::SeqCst);
+                    let conn = Conn {
+                        wire: Wire::new(stream),
+                        records: r.clone(),
+                        used: false,
+                    };
+                    t.lock().spawn(script(conn));
+                }
+            });
+            Self {
+                addr,
+                records,
+                tasks,
+            }
+        }
+
+        /// TCP connections accepted, the activator's TCP probes included.
+        pub(crate) fn accepted(&self) -> usize {
+            self.records.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Connections that carried at least one request (probes carry none).
+        pub(crate) fn used(&self) -> usize {
+            self.records.used.load(Ordering::SeqCst)
+        }
+
+        /// Heads of the requests received, in arrival order.
+        pub(crate) fn heads(&self) -> Vec<Head> {
+            self.records
+                .heads
+                .lock()
+                .iter()
+                .map(|raw| Head::parse(raw).unwrap())
+                .collect()
+        }
+
+        /// Bodies of the requests received, in arrival order.
+        pub(crate) fn bodies(&self) -> Vec<Vec<u8>> {
+            self.records.bodies.lock().clone()
+        }
+
+        /// `METHOD target` of each request received.
+        pub(crate) fn lines(&self) -> Vec<String> {
+            self.heads()
+                .iter()
+                .map(|h| h.start.rsplit_once(' ').map_or("", |(l, _)| l).to_string())
+                .collect()
+        }
+    }
+
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            self.tasks.lock().abort_all();
+        }
+    }
+
+    /// One accepted connection, as a backend script sees it.
+    #[derive(Debug)]
+    pub(crate) struct Conn {
+        wire: Wire,
+        records: Arc<Records>,
+        used: bool,
+    }
+
+    impl Conn {
+        /// The next request, recorded; `None` at EOF, on an error or after [`WAIT`] idle.
+        pub(crate) async fn next(&mut self) -> Option<Request> {
+            let req = self.wire.request().await.ok().flatten()?;
+            if !self.used {
+                self.used = true;
+                self.records.used.fetch_add(1, Ordering::SeqCst);
+            }
+            self.records.heads.lock().push(req.head.raw.clone());
+            self.records.bodies.lock().push(req.body.clone());
+            Some(req)
+        }
+
+        /// Writes raw bytes; false if the peer is gone.
+        pub(crate) async fn reply(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+            self.wire.send(bytes).await.is_ok()
+        }
+
+        /// Half-closes (FIN) and drops the connection.
+        pub(crate) async fn close(mut self) {
+            let _ = self.wire.stream.shutdown().await;
+        }
+    }
+}
+
+/// A 200 response with `body` and its Content-Length.
+fn ok(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Deterministic bytes that do not line up with any buffer size.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| u8::try_from(i % 251).unwrap()).collect()
+}
+
+/// Serves requests while the connection lasts: 200 echoing the request body, or
+/// `METHOD target` for a request without one; a HEAD gets the length and no body.
+async fn stock(mut c: Conn) {
+    while let Some(req) = c.next().await {
+        let body = if req.body.is_empty() {
+            format!("{} {}", req.method, req.target).into_bytes()
+        } else {
+            req.body
+        };
+        let mut reply = ok(&body);
+        if req.method == "HEAD" {
+            reply.truncate(reply.len() - body.len());
+        }
+        if !c.reply(reply).await {
+            return;
+        }
+    }
+}
+
+/// One revision `app` in `default`, host [`HOST`], its pod `endpoint`; TCP probes.
+fn config(activator: &str, revision: &str, endpoint: SocketAddr) -> String {
+    format!(
+        "discovery: static\nshutdown:\n  grace_period: 2s\nactivator:\n  probe_style: tcp\n  probe_period: 20ms\n{activator}revisions:\n  - name: app\n    hosts: [{HOST}]\n    endpoints: [{endpoint}]\n{revision}"
+    )
+}
+
+async fn app_with(backend: &Backend, activator: &str, revision: &str) -> TestApp {
+    start(Mode::Activator, &config(activator, revision, backend.addr)).await
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n")
+}
+
+async fn connect(app: &TestApp) -> Wire {
+    Wire::connect(app.http()).await
+}
+
+/// One GET on a new connection; returns the response.
+async fn get_once(app: &TestApp, path: &str) -> wire::Response {
+    let mut c = connect(app).await;
+    c.send(get(path)).await.unwrap();
+    c.response("GET").await
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Hop-by-hop fields of `head` that a proxy must not have forwarded, given the sender's
+/// `Connection` tokens; a `Connection` the proxy set itself may exist but not name them.
+fn leaked_hop_by_hop(head: &Head, named: &[&str]) -> Vec<String> {
+    let mut leaked: Vec<String> = ["keep-alive", "proxy-connection"]
+        .iter()
+        .chain(named)
+        .filter(|n| head.get(n).is_some())
+        .map(ToString::to_string)
+        .collect();
+    leaked.extend(
+        named
+            .iter()
+            .filter(|n| head.lists("connection", n))
+            .map(|n| format!("connection: {n}")),
+    );
+    leaked
+}
+
+#[tokio::test]
+async fn keep_alive_serves_sequential_requests_on_one_client_connection() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for path in ["/one", "/two"] {
+        c.send(get(path)).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), format!("GET {path}"));
+    }
+    assert_eq!(backend.lines(), ["GET /one", "GET /two"]);
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(format!("{}{}", get("/p1"), get("/p2")))
+        .await
+        .unwrap();
+    for path in ["/p1", "/p2"] {
+        let r = c.response("GET").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), format!("GET {path}"));
+    }
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_backend_sees_the_rewritten_request() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(
+        "GET /a/b?c=d HTTP/1.1\r\n\
+         Host: anything.example\r\n\
+         Knative-Serving-Namespace: default\r\n\
+         Knative-Serving-Revision: app\r\n\
+         Connection: keep-alive, x-hop\r\n\
+         X-Hop: 1\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Connection: x\r\n\
+         X-E2e: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = c.response("GET").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let heads = backend.heads();
+    let [h] = heads.as_slice() else {
+        panic!("one request expected: {heads:?}");
+    };
+    let line: Vec<&str> = h.start.split(' ').collect();
+    assert_eq!(line[..2], ["GET", "/a/b?c=d"], "{}", h.raw);
+    assert_eq!(h.get("k-proxy-request"), Some("activator"), "{}", h.raw);
+    assert_eq!(
+        h.get("k-original-host"),
+        Some("anything.example"),
+        "{}",
+        h.raw
+    );
+    assert_eq!(
+        h.get("host"),
+        Some(backend.addr.to_string().as_str()),
+        "{}",
+        h.raw
+    );
+    assert_eq!(h.get("x-e2e"), Some("1"), "{}", h.raw);
+    for gone in ["knative-serving-namespace", "knative-serving-revision"] {
+        assert_eq!(h.get(gone), None, "{}", h.raw);
+    }
+    let leaked = leaked_hop_by_hop(h, &["x-hop"]);
+    assert!(leaked.is_empty(), "{leaked:?} in\n{}", h.raw);
+    assert_eq!(h.all("host").count(), 1, "{}", h.raw);
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn content_length_request_bodies_arrive_intact() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(format!(
+        "POST /small HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello"
+    ))
+    .await
+    .unwrap();
+    let r = c.response("POST").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+
+    let big = pattern(100 * 1024);
+    c.send(format!(
+        "POST /big HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    ))
+    .await
+    .unwrap();
+    for part in big.chunks(12 * 1024) {
+        c.send(part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = c.response("POST").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == big, "echoed {} bytes, not the body", r.body.len());
+
+    let heads = backend.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(
+        heads[0].get("content-length"),
+        Some("5"),
+        "{}",
+        heads[0].raw
+    );
+    assert_eq!(
+        heads[1].get("content-length"),
+        Some("102400"),
+        "{}",
+        heads[1].raw
+    );
+    let bodies = backend.bodies();
+    assert_eq!(bodies[0], b"hello");
+    assert!(bodies[1] == big, "backend got {} bytes", bodies[1].len());
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+/// The body the framing backend sends for `/eof`, delimited by closing the connection.
+const EOF_BODY_LEN: usize = 3000;
+
+/// Answers by path with each way of framing (or not having) a response body.
+async fn framing(mut c: Conn) {
+    while let Some(req) = c.next().await {
+        let sent = match req.target.as_str() {
+            "/length" => c.reply(ok(b"fixed length body")).await,
+            "/chunked" => {
+                let mut sent = c
+                    .reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                for chunk in [
+                    "7\r\nhello, \r\n",
+                    "8\r\nchunked \r\n",
+                    "5\r\nworld\r\n",
+                    "0\r\n\r\n",
+                ] {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    sent &= c.reply(chunk).await;
+                }
+                sent
+            }
+            "/eof" => {
+                let body = pattern(EOF_BODY_LEN);
+                c.reply("HTTP/1.1 200 OK\r\n\r\n").await;
+                for part in body.chunks(1000) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    c.reply(part).await;
+                }
+                c.close().await;
+                return;
+            }
+            "/no-content" => c.reply("HTTP/1.1 204 No Content\r\n\r\n").await,
+            "/not-modified" => {
+                c.reply("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")
+                    .await
+            }
+            // Meant for HEAD: the length of the body a GET would get, and no body.
+            "/head" => {
+                c.reply("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    .await
+            }
+            _ => {
+                c.reply("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn content_length_and_chunked_responses_arrive_exact() {
+    let backend = Backend::start(framing).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for (path, body) in [
+        ("/length", "fixed length body"),
+        ("/chunked", "hello, chunked world"),
+        ("/length", "fixed length body"),
+    ] {
+        c.send(get(path)).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}");
+    }
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_close_delimited_response_arrives_exact() {
+    let backend = Backend::start(framing).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(get("/eof")).await.unwrap();
+    // Re-framed (chunked or length) or close-delimited in turn: the bytes are what counts.
+    let r = c.response("GET").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), EOF_BODY_LEN);
+    assert!(r.body == pattern(EOF_BODY_LEN), "body bytes differ");
+    drop(c);
+    // The pod closed its connection; the next request needs (and gets) a new one.
+    let r = get_once(&app, "/length").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "fixed length body"));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bodiless_204_and_304_leave_the_connection_usable() {
+    let backend = Backend::start(framing).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for (path, status) in [("/no-content", 204), ("/not-modified", 304)] {
+        c.send(get(path)).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!(r.status, status, "{}", r.head.raw);
+        if let Some(n) = r.get("content-length").filter(|_| status == 204) {
+            assert_eq!(n, "0", "{}", r.head.raw);
+        }
+        assert!(
+            !r.head.lists("transfer-encoding", "chunked"),
+            "{}",
+            r.head.raw
+        );
+    }
+    // Any stray body bytes would corrupt this response.
+    c.send(get("/length")).await.unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "fixed length body"));
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn head_gets_the_length_and_no_body() {
+    let backend = Backend::start(framing).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(format!("HEAD /head HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .await
+        .unwrap();
+    let r = c.response("HEAD").await;
+    assert_eq!(r.status, 200, "{}", r.head.raw);
+    assert_eq!(r.get("content-length"), Some("1000"), "{}", r.head.raw);
+    // Any body bytes would corrupt this response.
+    c.send(get("/length")).await.unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "fixed length body"));
+    assert_eq!(backend.lines(), ["HEAD /head", "GET /length"]);
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_forwarded() {
+    let backend = Backend::start(|mut c: Conn| async move {
+        while c.next().await.is_some() {
+            let sent = c
+                .reply(
+                    "HTTP/1.1 200 OK\r\n\
+                     Connection: x-resp-hop\r\n\
+                     X-Resp-Hop: 1\r\n\
+                     Keep-Alive: timeout=3\r\n\
+                     X-Kept: 1\r\n\
+                     Content-Length: 2\r\n\r\nok",
+                )
+                .await;
+            if !sent {
+                return;
+            }
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for _ in 0..2 {
+        c.send(get("/")).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert_eq!(r.get("x-kept"), Some("1"), "{}", r.head.raw);
+        let leaked = leaked_hop_by_hop(&r.head, &["x-resp-hop"]);
+        assert!(leaked.is_empty(), "{leaked:?} in\n{}", r.head.raw);
+    }
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_close_from_the_client_closes_after_the_response() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(format!(
+        "GET /bye HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /bye"));
+    assert!(c.closed().await, "the activator kept the connection open");
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for i in 0..5 {
+        c.send(get(&format!("/{i}"))).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!((r.status, r.text()), (200, format!("GET /{i}")));
+    }
+    assert_eq!(backend.heads().len(), 5);
+    assert!(
+        backend.used() <= 2,
+        "{} upstream connections for 5 sequential requests",
+        backend.used()
+    );
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_closing_after_its_response_does_not_fail_the_next_request() {
+    let backend = Backend::start(|mut c: Conn| async move {
+        while let Some(req) = c.next().await {
+            let body = format!("GET {}", req.target);
+            match req.target.as_str() {
+                "/close-header" => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    c.reply(head + &body).await;
+                    return c.close().await;
+                }
+                "/close-silently" => {
+                    c.reply(ok(body.as_bytes())).await;
+                    return c.close().await;
+                }
+                _ => {
+                    if !c.reply(ok(body.as_bytes())).await {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    for path in ["/a", "/close-header", "/b", "/close-silently", "/c"] {
+        c.send(get(path)).await.unwrap();
+        let r = c.response("GET").await;
+        assert_eq!((r.status, r.text()), (200, format!("GET {path}")));
+    }
+    assert_eq!(
+        backend.lines(),
+        [
+            "GET /a",
+            "GET /close-header",
+            "GET /b",
+            "GET /close-silently",
+            "GET /c"
+        ]
+    );
+    assert!(backend.used() >= 3, "{} connections", backend.used());
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_pooled_connection_does_not_fail_a_get() {
+    // Keep-alive answer, then the pod closes the idle connection on its own.
+    let backend = Backend::start(|mut c: Conn| async move {
+        if let Some(req) = c.next().await {
+            c.reply(ok(format!("GET {}", req.target).as_bytes())).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.close().await;
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(get("/first")).await.unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /first"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(get("/second")).await.unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /second"));
+    assert_eq!(backend.used(), 2);
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_heads_get_400_and_431() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "  max_header_bytes: 16384\n", "").await;
+
+    let mut c = connect(&app).await;
+    c.send("GARBAGE\r\n\r\n").await.unwrap();
+    let r = c.response("GET").await;
+    assert_eq!(r.status, 400, "{}", r.head.raw);
+    drop(c);
+    let r = get_once(&app, "/after-400").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /after-400"));
+
+    let mut head = format!("GET /big HTTP/1.1\r\nHost: {HOST}\r\n");
+    for i in 0..20 {
+        head.push_str(&format!("x-big-{i:02}: {}\r\n", "a".repeat(1000)));
+    }
+    head.push_str("\r\n");
+    assert!(head.len() > 20_000);
+    let mut c = connect(&app).await;
+    // The activator may answer before it has read everything: a failed write is fine.
+    let _ = c.send(head).await;
+    let r = c.response("GET").await;
+    assert_eq!(r.status, 431, "{}", r.head.raw);
+    drop(c);
+    let r = get_once(&app, "/after-431").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /after-431"));
+    assert_eq!(backend.lines(), ["GET /after-400", "GET /after-431"]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_host_gets_404() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send("GET / HTTP/1.1\r\nHost: nope.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let r = c.response("GET").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // The connection may be closed now; if it is not, it must still serve.
+    if c.send(get("/same-connection")).await.is_ok()
+        && let Ok(Some(r)) = c.try_response("GET").await
+    {
+        assert_eq!((r.status, r.text().as_str()), (200, "GET /same-connection"));
+    }
+    drop(c);
+    let r = get_once(&app, "/new-connection").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /new-connection"));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_dropping_the_request_gets_502() {
+    let backend = Backend::start(|mut c: Conn| async move {
+        if c.next().await.is_some() {
+            c.close().await;
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let r = get_once(&app, "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!backend.heads().is_empty());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_slower_than_the_revision_timeout_gets_504() {
+    // Reads requests and never answers.
+    let backend =
+        Backend::start(|mut c: Conn| async move { while c.next().await.is_some() {} }).await;
+    let app = app_with(&backend, "", "    timeout: 1s\n").await;
+    let started = Instant::now();
+    let r = get_once(&app, "/slow").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(backend.lines(), ["GET /slow"]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_large_response_body_streams_intact() {
+    const LEN: usize = 1536 * 1024;
+    let backend = Backend::start(|mut c: Conn| async move {
+        while c.next().await.is_some() {
+            let body = pattern(LEN);
+            let mut sent = c
+                .reply(format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n"))
+                .await;
+            for part in body.chunks(64 * 1024) {
+                sent &= c.reply(part).await;
+            }
+            if !sent {
+                return;
+            }
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let r = get_once(&app, "/large").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), LEN);
+    assert!(r.body == pattern(LEN), "body bytes differ");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let interim = c
+        .head()
+        .await
+        .expect("100 Continue in time")
+        .expect("100 Continue, not EOF");
+    assert_eq!(interim.status(), 100, "{}", interim.raw);
+    c.send("hello world").await.unwrap();
+    let r = c.response("POST").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+    assert_eq!(backend.bodies(), [b"hello world"]);
+    drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_warm_request_has_no_cold_start_header() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    // The TCP probe reached the pod; give the activator a moment to publish it as healthy.
+    wait_until("a probe reached the pod", || backend.accepted() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for path in ["/warm1", "/warm2"] {
+        let r = get_once(&app, path).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.get("x-kactivator-cold-start"), None, "{}", r.head.raw);
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_is_routed_by_headers_and_closed() {
+    let backend = Backend::start(stock).await;
+    let app = app_with(&backend, "", "").await;
+    let mut c = connect(&app).await;
+    c.send(
+        "GET /old HTTP/1.0\r\n\
+         Knative-Serving-Namespace: default\r\n\
+         Knative-Serving-Revision: app\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = c.response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /old"));
+    // RFC 9112 §7.1: no chunked framing for an HTTP/1.0 recipient.
+    assert!(!r.chunked, "{}", r.head.raw);
+    assert!(
+        c.closed().await,
+        "the activator kept an HTTP/1.0 connection open"
+    );
+    drop(c);
+    app.shutdown().await.unwrap();
+}
