@@ -83,7 +83,9 @@ pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General,
                 }
             }
             Next::General | Next::Partial => {
-                return serve_general(client, handler, &general, drain).await;
+                // Boxed: hyper's connection state is large, and fast-path connections
+                // (thousands of them held during a cold start) should not carry its size.
+                return Box::pin(serve_general(client, handler, &general, drain)).await;
             }
         }
     }
@@ -211,7 +213,8 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     let close = req.close || drain.is_closing();
     let forwarded = timeout_at(deadline, forward(client, req, h, start, close)).await;
     match forwarded.unwrap_or(Err(Failed::Error(Error::RevisionTimeout))) {
-        Ok(sent) => relay_response(client, req, sent, done, deadline, drain).await,
+        // Boxed for the same reason as the attempts.
+        Ok(sent) => Box::pin(relay_response(client, req, sent, done, deadline, drain)).await,
         Err(Failed::ClientGone) => false,
         Err(Failed::Error(e)) => {
             if let Some(reason) = e.rejection() {
@@ -243,10 +246,31 @@ async fn forward(
 ) -> Result<Sent, Failed> {
     let rev = &req.route.rev;
     let cold = rev.trackers.load().is_empty();
+    if cold && client.buf.is_empty() {
+        // A cold start holds this request for a while, and thousands like it: keep no
+        // buffer meanwhile (reading resumes into a new one).
+        client.buf = BytesMut::new();
+    }
     let permit = tokio::select! {
         permit = h.admit(rev, req.settings) => permit.map_err(Failed::Error)?,
         () = client_gone(client) => return Err(Failed::ClientGone),
     };
+    // Boxed: a waiting request keeps only the small state above; the exchange with the pod
+    // is allocated once there is capacity.
+    Box::pin(attempts(client, req, h, start, close, permit, cold)).await
+}
+
+/// Picks a pod and sends the request, retrying attempts that never reached one.
+async fn attempts(
+    client: &mut Client,
+    req: &Request,
+    h: &Inner,
+    start: Instant,
+    close: bool,
+    permit: Permit,
+    cold: bool,
+) -> Result<Sent, Failed> {
+    let rev = &req.route.rev;
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut active = None;
     let mut fresh = false;
@@ -441,14 +465,25 @@ async fn client_gone(client: &mut Client) {
         if client.buf.len() >= READ_AHEAD {
             std::future::pending::<()>().await;
         }
-        if client.buf.capacity() == client.buf.len() {
-            client.buf.reserve(CLIENT_BUF);
+        if client.stream.readable().await.is_err() {
+            return;
         }
-        match client.stream.read_buf(&mut client.buf).await {
-            Ok(0) | Err(_) => return,
+        match read_ahead(client) {
+            Ok(0) => return,
             Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
+}
+
+/// One non-blocking read appended to the client's buffer. Through a small stack buffer, so
+/// that a waiting client holds no read buffer until it actually sends something.
+fn read_ahead(client: &mut Client) -> io::Result<usize> {
+    let mut chunk = [0u8; 1024];
+    let n = client.stream.try_read(&mut chunk)?;
+    client.buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
 /// Sends the response head and relays the body; returns the pod connection to its pool when
