@@ -88,8 +88,28 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| eq(name, h))
 }
 
-fn named_in(connection: &[&[u8]], name: &str) -> bool {
-    connection.iter().any(|v| tokens(v).any(|t| eq(t, name)))
+/// The tokens of the `Connection` headers (RFC 9110 §7.6.1), read once per head.
+fn listed<'h>(connection: &[&'h [u8]]) -> Vec<&'h str> {
+    connection.iter().flat_map(|v| tokens(v)).collect()
+}
+
+fn named_in(listed: &[&str], name: &str) -> bool {
+    listed.iter().any(|t| eq(t, name))
+}
+
+/// Appends `n` in decimal without going through a `String`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Reads the request head at the start of `buf` and decides how it is served.
@@ -169,6 +189,7 @@ pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let host_at = head.len();
+    let listed = listed(&connection);
     for h in headers {
         let name = h.name;
         let dropped = hop_by_hop(name)
@@ -176,7 +197,7 @@ pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
             || eq(name, "knative-serving-namespace")
             || eq(name, "knative-serving-revision")
             || eq(name, "k-proxy-request")
-            || named_in(&connection, name);
+            || named_in(&listed, name);
         if dropped {
             continue;
         }
@@ -194,7 +215,7 @@ pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
         head.extend_from_slice(b"te: trailers\r\n");
     }
     head.extend_from_slice(b"k-proxy-request: activator\r\n\r\n");
-    let close = connection.iter().any(|v| tokens(v).any(|t| eq(t, "close")));
+    let close = named_in(&listed, "close");
     Next::Proxy(Box::new(Request {
         route: route.clone(),
         settings: table.settings,
@@ -315,12 +336,13 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
     } else {
         Framing::Close
     };
-    let pod_close = version == 0 || connection.iter().any(|v| tokens(v).any(|t| eq(t, "close")));
+    let listed = listed(&connection);
+    let pod_close = version == 0 || named_in(&listed, "close");
     let close = !informational && (extras.close || framing == Framing::Close);
 
     let mut head = Vec::with_capacity(head_len + 96);
     head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.to_string().as_bytes());
+    push_decimal(&mut head, u64::from(status));
     head.push(b' ');
     let reason = resp
         .reason
@@ -333,7 +355,7 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
         // The framing goes through as it came: the body is relayed byte for byte.
         let framing_header =
             eq(h.name, "transfer-encoding") && matches!(framing, Framing::Chunked | Framing::Close);
-        if !framing_header && (hop_by_hop(h.name) || named_in(&connection, h.name))
+        if !framing_header && (hop_by_hop(h.name) || named_in(&listed, h.name))
             || (eq(h.name, "content-length") && chunked)
         {
             continue;
@@ -349,7 +371,7 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
         }
         if let Some(ms) = extras.cold_start_ms {
             head.extend_from_slice(b"x-kactivator-cold-start: ");
-            head.extend_from_slice(ms.to_string().as_bytes());
+            push_decimal(&mut head, ms);
             head.extend_from_slice(b"\r\n");
         }
         if close {
@@ -383,7 +405,7 @@ pub(crate) fn local(error: &Error, close: bool) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    push_decimal(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
     push_date(&mut out);
     if close {
