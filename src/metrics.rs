@@ -54,7 +54,7 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 /// How often histogram samples are folded into their buckets. Until then the exporter keeps
 /// every raw sample, so an instance nobody scrapes would grow without bound.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -78,7 +78,11 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Runs the exporter's upkeep every few seconds until `exit` is cancelled.
+/// Runs the exporter's upkeep every `UPKEEP_INTERVAL` until `exit` is cancelled.
+///
+/// Upkeep folds every histogram sample recorded since the last run (one per request) into the
+/// buckets: at tens of thousands of requests per second that is milliseconds of work, so it runs
+/// on the blocking pool, not on a worker that serves requests.
 pub fn spawn_upkeep(handle: PrometheusHandle, exit: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
@@ -86,7 +90,10 @@ pub fn spawn_upkeep(handle: PrometheusHandle, exit: tokio_util::sync::Cancellati
         loop {
             tokio::select! {
                 () = exit.cancelled() => return,
-                _ = tick.tick() => handle.run_upkeep(),
+                _ = tick.tick() => {
+                    let handle = handle.clone();
+                    let _ = tokio::task::spawn_blocking(move || handle.run_upkeep()).await;
+                }
             }
         }
     });

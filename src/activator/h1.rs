@@ -47,6 +47,8 @@ use crate::drain::Drain;
 /// A client connection's first read buffer. Most request heads fit; it grows for larger ones.
 /// Held requests each keep one, so it stays small.
 const CLIENT_BUF: usize = 2048;
+/// Largest read buffer a client connection keeps between requests.
+const MAX_IDLE_BUF: usize = 4 * CLIENT_BUF;
 /// A request head (including the wait for it on an idle connection) must arrive within this,
 /// as with hyper's default header read timeout.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,6 +82,10 @@ pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General,
             Next::Proxy(req) => {
                 if !exchange(&mut client, &req, handler.inner(), &drain).await {
                     return;
+                }
+                if client.buf.is_empty() && client.buf.capacity() > MAX_IDLE_BUF {
+                    // Grown for a large body: a kept-alive connection keeps only a small buffer.
+                    client.buf = BytesMut::with_capacity(CLIENT_BUF);
                 }
             }
             Next::General | Next::Partial => {

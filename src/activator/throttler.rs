@@ -235,6 +235,12 @@ pub(crate) fn capacity(container_concurrency: u32, endpoints: usize) -> usize {
     }
 }
 
+/// A table built from `cfg` alone, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn test_table(cfg: &Config) -> Table {
+    Writer::default().rebuild(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;

@@ -443,6 +443,96 @@ fn push_date(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{activator::throttler::test_table, config::Config};
+
+    fn table() -> Table {
+        let cfg = Config::parse(
+            "revisions:\n  - name: hello\n    namespace: prod\n    hosts: [api.example.com]\n  - name: grpc\n    namespace: prod\n    protocol: h2c\n",
+        )
+        .unwrap();
+        test_table(&cfg)
+    }
+
+    fn proxied(raw: &str) -> Box<Request> {
+        match request(raw.as_bytes(), &table()) {
+            Next::Proxy(req) => req,
+            other => panic!("not proxied: {other:?}\n{raw}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_rewritten_line_by_line() {
+        let raw = "POST /a/b?c=d HTTP/1.1\r\nHost: Hello.Prod:8080\r\nConnection: keep-alive, X-Hop\r\n\
+                   x-hop: 1\r\nKeep-Alive: timeout=5\r\nX-Case: V\r\nTE: gzip, trailers\r\n\
+                   Knative-Serving-Revision: hello\r\nknative-serving-namespace: prod\r\n\
+                   K-Proxy-Request: spoofed\r\nContent-Length: 3\r\n\r\nabc";
+        let req = proxied(raw);
+        assert_eq!(req.head_len, raw.len() - 3);
+        assert_eq!(req.content_length, 3);
+        assert!(!req.close && !req.is_head && !req.idempotent);
+        assert_eq!(req.route.rev.key.to_string(), "prod/hello");
+        let mut out = Vec::new();
+        req.head_for("10.0.0.7:8080", &mut out);
+        assert_eq!(
+            text(&out),
+            "POST /a/b?c=d HTTP/1.1\r\nhost: 10.0.0.7:8080\r\nX-Case: V\r\nContent-Length: 3\r\n\
+             k-original-host: Hello.Prod:8080\r\nte: trailers\r\nk-proxy-request: activator\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn routing_follows_headers_then_hosts() {
+        let by_host =
+            proxied("GET / HTTP/1.1\r\nhost: API.example.com\r\nconnection: close\r\n\r\n");
+        assert_eq!(by_host.route.rev.key.to_string(), "prod/hello");
+        assert!(by_host.close && by_host.idempotent);
+        let kept = proxied(
+            "HEAD / HTTP/1.1\r\nhost: hello.prod.svc.cluster.local\r\nk-original-host: first\r\n\r\n",
+        );
+        assert!(kept.is_head);
+        let mut out = Vec::new();
+        kept.head_for("p:1", &mut out);
+        assert!(text(&out).contains("k-original-host: first\r\n"));
+        assert!(!text(&out).contains("hello.prod"));
+    }
+
+    #[test]
+    fn what_the_fast_path_does_not_take_goes_to_hyper() {
+        for raw in [
+            "GET / HTTP/1.1\r\nhost: api.example.com\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: +1\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: api.example.com\r\nuser-agent: kube-probe/1.33\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: api.example.com\r\nk-network-probe: queue\r\n\r\n",
+            "GET / HTTP/1.0\r\nhost: api.example.com\r\n\r\n",
+            "GET http://api.example.com/ HTTP/1.1\r\nhost: api.example.com\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: unknown.example.com\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: grpc.prod\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+        ] {
+            assert!(
+                matches!(request(raw.as_bytes(), &table()), Next::General),
+                "{raw}"
+            );
+        }
+        assert!(matches!(
+            request(b"GET / HTTP/1.1\r\nhost: api.exa", &table()),
+            Next::Partial
+        ));
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 404, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(text(&out), n.to_string());
+        }
+    }
 
     fn extras() -> Extras {
         Extras {

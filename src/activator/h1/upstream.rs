@@ -18,6 +18,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A connection's first read buffer: a response head and a small body fit, and an idle
 /// connection costs little.
 pub(crate) const INIT_BUF: usize = 4096;
+/// Largest read buffer an idle connection keeps.
+const MAX_IDLE_BUF: usize = 4 * INIT_BUF;
 
 /// One connection to a pod with its read buffer.
 #[derive(Debug)]
@@ -95,6 +97,10 @@ impl Pool {
         if !conn.buf.is_empty() {
             // Bytes after the response: the pod is out of step; do not reuse.
             return;
+        }
+        if conn.buf.capacity() > MAX_IDLE_BUF {
+            // Grown for a large body: an idle connection keeps only a small buffer.
+            conn.buf = BytesMut::with_capacity(INIT_BUF);
         }
         conn.reused = true;
         conn.idle_since = Instant::now();
