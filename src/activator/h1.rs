@@ -143,20 +143,6 @@ where
     }
 }
 
-impl<I, S, E> GracefulConn for hyper_util::server::conn::auto::Connection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
 /// Reads until a request head is complete (or the connection must go to the general path);
 /// `None` when the connection is done: closed, timed out, or idle at closing.
 async fn read_head(client: &mut Client, handler: &Handler, drain: &Drain) -> Option<Next> {

@@ -78,7 +78,7 @@ pub(crate) async fn serve(
                 Protocols::Auto => h1::serve(stream, handler, builder, drain).await,
                 Protocols::H2c => {
                     let svc = service_fn(move |req| handler.clone().handle(req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     h1::until_closing(conn, &drain).await;
                 }
             }
