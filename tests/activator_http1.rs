@@ -447,6 +447,19 @@ mod wire {
             Some(req)
         }
 
+        /// The next request head only, its body left unread (as a server refusing an upload
+        /// by its headers does); recorded with an empty body.
+        pub(crate) async fn head_only(&mut self) -> Option<Head> {
+            let head = self.wire.head().await.ok().flatten()?;
+            if !self.used {
+                self.used = true;
+                self.records.used.fetch_add(1, Ordering::SeqCst);
+            }
+            self.records.heads.lock().push(head.raw.clone());
+            self.records.bodies.lock().push(Vec::new());
+            Some(head)
+        }
+
         /// Writes raw bytes; false if the peer is gone.
         pub(crate) async fn reply(&mut self, bytes: impl AsRef<[u8]>) -> bool {
             self.wire.send(bytes).await.is_ok()
@@ -1123,5 +1136,36 @@ async fn an_http_1_0_request_without_host_is_routed_by_headers_and_closed() {
         "the activator kept an HTTP/1.0 connection open"
     );
     drop(c);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_answering_before_the_body_is_sent_is_relayed() {
+    // A server refusing an upload by its headers: it answers at once and never reads the body.
+    let backend = Backend::start(|mut c: Conn| async move {
+        if c.head_only().await.is_some() {
+            c.reply("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n")
+                .await;
+            // Holds the connection open, unread, for longer than the client waits.
+            tokio::time::sleep(WAIT).await;
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let mut w = connect(&app).await;
+    // Only part of the 8 MiB body is sent: the activator must not wait for the rest before
+    // relaying the pod's answer.
+    w.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    ))
+    .await
+    .unwrap();
+    w.send(pattern(64 * 1024)).await.unwrap();
+    let r = w.response("POST").await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.body, b"too big\n");
+    // The rest of the body was never read: the connection cannot carry another request.
+    assert!(w.closed().await, "client connection left open");
     app.shutdown().await.unwrap();
 }

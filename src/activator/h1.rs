@@ -359,6 +359,7 @@ async fn send(
 ) -> Result<head::Response, SendError> {
     head.clear();
     req.head_for(authority, head);
+    up.buf.clear();
     // Body bytes already read go out with the head; a body read whole stays in the buffer
     // until the response starts, so that a stale connection can be retried.
     let buffered = usize::try_from(req.content_length)
@@ -369,11 +370,15 @@ async fn send(
     if let Err(error) = up.stream.write_all(head).await {
         return Err(SendError::Pod { stale: true, error });
     }
+    let mut extras = extras;
+    let mut cut = false;
     if !whole {
         client.buf.advance(buffered);
-        send_body(client, up, req.content_length - buffered as u64).await?;
+        cut = !send_body(client, up, req.content_length - buffered as u64).await?;
+        // The pod answered (or stopped reading) before the whole body was sent: the rest is
+        // never read, so neither connection can carry another request.
+        extras.close |= cut;
     }
-    up.buf.clear();
     loop {
         match head::response(&up.buf, extras) {
             Ok(Some(resp))
@@ -385,10 +390,11 @@ async fn send(
                 up.buf.advance(resp.head_len);
                 continue;
             }
-            Ok(Some(resp)) => {
+            Ok(Some(mut resp)) => {
                 if whole {
                     client.buf.advance(buffered);
                 }
+                resp.reusable &= !cut;
                 return Ok(resp);
             }
             Ok(None) if up.buf.len() < MAX_RESPONSE_HEAD => {}
@@ -402,7 +408,8 @@ async fn send(
         if up.buf.capacity() - up.buf.len() < upstream::INIT_BUF / 2 {
             up.buf.reserve(up.buf.capacity());
         }
-        let nothing_yet = up.buf.is_empty();
+        // Only a request still whole in the buffer can be sent again.
+        let nothing_yet = up.buf.is_empty() && whole;
         let read = tokio::select! {
             read = up.stream.read_buf(&mut up.buf) => read,
             () = client_gone(client) => return Err(SendError::Client),
@@ -425,29 +432,67 @@ async fn send(
     }
 }
 
-/// Copies the rest of a `Content-Length` request body from the client to the pod.
-async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<(), SendError> {
+/// Copies the rest of a `Content-Length` request body from the client to the pod. `false` when
+/// the pod answers, closes or stops reading first (a server refusing an upload by its headers
+/// does): the rest stays unsent and the response is read as it is.
+async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<bool, SendError> {
+    enum Event {
+        Client(io::Result<usize>),
+        Writable,
+        PodReadable,
+    }
     while left > 0 {
-        if client.buf.is_empty() {
-            client.buf.reserve(RELAY_BUF);
-            match client.stream.read_buf(&mut client.buf).await {
-                Ok(0) | Err(_) => return Err(SendError::Client),
-                Ok(_) => {}
-            }
-        }
         let n = usize::try_from(left)
             .unwrap_or(usize::MAX)
             .min(client.buf.len());
-        if let Err(error) = up.stream.write_all(&client.buf[..n]).await {
-            return Err(SendError::Pod {
-                stale: false,
-                error,
-            });
+        let event = if n == 0 {
+            client.buf.reserve(RELAY_BUF);
+            tokio::select! {
+                read = client.stream.read_buf(&mut client.buf) => Event::Client(read),
+                _ = up.stream.readable() => Event::PodReadable,
+            }
+        } else {
+            tokio::select! {
+                _ = up.stream.writable() => Event::Writable,
+                _ = up.stream.readable() => Event::PodReadable,
+            }
+        };
+        match event {
+            Event::Client(Ok(0) | Err(_)) => return Err(SendError::Client),
+            Event::Client(Ok(_)) => {}
+            Event::Writable => match up.stream.try_write(&client.buf[..n]) {
+                Ok(k) => {
+                    client.buf.advance(k);
+                    left -= k as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(false),
+            },
+            Event::PodReadable => {
+                if pod_spoke(up) {
+                    return Ok(false);
+                }
+            }
         }
-        client.buf.advance(n);
-        left -= n as u64;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether the pod has sent something (kept in its buffer) or closed, as opposed to a stale
+/// readiness flag.
+fn pod_spoke(up: &mut Conn) -> bool {
+    if up.buf.capacity() - up.buf.len() < upstream::INIT_BUF / 2 {
+        up.buf.reserve(upstream::INIT_BUF);
+    }
+    let spare = up.buf.capacity() - up.buf.len();
+    let mut chunk = vec![0u8; spare.min(upstream::INIT_BUF)];
+    match up.stream.try_read(&mut chunk) {
+        Ok(n) => {
+            up.buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
 }
 
 /// Resolves when the client closes its connection; meanwhile reads ahead what it sends (its
