@@ -1169,3 +1169,41 @@ async fn a_pod_answering_before_the_body_is_sent_is_relayed() {
     assert!(w.closed().await, "client connection left open");
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn at_closing_idle_connections_close_and_in_flight_requests_finish() {
+    let backend = Backend::start(|mut c: Conn| async move {
+        while let Some(req) = c.next().await {
+            if req.head.raw.starts_with("GET /slow") {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            if !c.reply(ok(b"done")).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    let mut idle = connect(&app).await;
+    idle.send(get("/")).await.unwrap();
+    assert_eq!(idle.response("GET").await.status, 200);
+    let mut busy = connect(&app).await;
+    busy.send(get("/slow")).await.unwrap();
+    wait_until("the slow request at the pod", || {
+        backend.lines().iter().any(|l| l == "GET /slow")
+    })
+    .await;
+    app.drain().start_closing();
+    assert!(
+        idle.closed().await,
+        "an idle keep-alive connection stayed open"
+    );
+    let r = busy.response("GET").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, b"done");
+    assert!(
+        busy.closed().await,
+        "the connection stayed open after its last response"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -526,6 +526,42 @@ mod tests {
     }
 
     #[test]
+    fn garbage_and_mutated_heads_never_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let table = table();
+        let valid_req = b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: a, b\r\nContent-Length: 3\r\nTE: trailers\r\n\r\nabc";
+        let valid_resp = b"HTTP/1.1 200 OK\r\nConnection: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n";
+        for i in 0..5000 {
+            let mut bytes = if i % 2 == 0 {
+                valid_req.to_vec()
+            } else {
+                valid_resp.to_vec()
+            };
+            if i % 5 == 0 {
+                let len = rng.random_range(0..300);
+                bytes = (0..len).map(|_| rng.random()).collect();
+            } else {
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] = rng.random();
+                }
+                bytes.truncate(rng.random_range(0..=bytes.len()));
+            }
+            let _ = request(&bytes, &table);
+            let _ = response(
+                &bytes,
+                Extras {
+                    cold_start_ms: Some(u64::MAX),
+                    close: i % 3 == 0,
+                    is_head: i % 7 == 0,
+                },
+            );
+            let _ = crate::activator::h1::chunked::Chunked::default().advance(&bytes);
+        }
+    }
+
+    #[test]
     fn decimals() {
         for n in [0, 7, 10, 404, u64::MAX] {
             let mut out = Vec::new();
