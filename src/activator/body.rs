@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+use tracing::{debug, warn};
 
 use super::{breaker::Permit, error::Error, lb::InFlight, stats::GaugeGuard, throttler::Revision};
 use crate::autoscaler::RequestGuard;
@@ -51,6 +52,22 @@ impl Completion {
 
     pub(crate) fn revision(&self) -> &Revision {
         &self.rev
+    }
+
+    /// Ends the request with `e` instead of a pod's response: counts a queue rejection, logs
+    /// (a warning for a failed pod, debug for a refusal) and records the status.
+    pub(crate) fn fail(&mut self, e: &Error) {
+        let rev = &self.rev;
+        if let Some(reason) = e.rejection() {
+            rev.stats.rejected(reason);
+        }
+        match e {
+            Error::Upstream { .. } | Error::UpstreamIo { .. } => {
+                warn!(error = %e, revision = %rev.key, "Upstream request failed");
+            }
+            _ => debug!(error = %e, revision = %rev.key, "Request refused"),
+        }
+        self.code = Some(e.status().as_u16());
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::{
     net::TcpStream,
     time::{Instant, timeout_at},
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use self::{
     chunked::Chunked,
@@ -206,19 +206,10 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     let forwarded = timeout_at(deadline, forward(client, req, h, start, close)).await;
     match forwarded.unwrap_or(Err(Failed::Error(Error::RevisionTimeout))) {
         // Boxed for the same reason as the attempts.
-        Ok(sent) => Box::pin(relay_response(client, req, sent, done, deadline, drain)).await,
+        Ok(sent) => Box::pin(relay_response(client, sent, done, deadline, drain)).await,
         Err(Failed::ClientGone) => false,
         Err(Failed::Error(e)) => {
-            if let Some(reason) = e.rejection() {
-                rev.stats.rejected(reason);
-            }
-            match &e {
-                Error::UpstreamIo { .. } => {
-                    warn!(error = %e, revision = %rev.key, "Upstream request failed");
-                }
-                _ => debug!(error = %e, revision = %rev.key, "Request refused"),
-            }
-            done.code = Some(e.status().as_u16());
+            done.fail(&e);
             // An unread request body would be taken for the next request: close instead.
             let keep = !close && req.content_length == 0;
             let written = client.stream.write_all(&head::local(&e, !keep)).await;
@@ -527,7 +518,6 @@ fn read_ahead(client: &mut Client) -> io::Result<usize> {
 /// the exchange ended cleanly. Whether the client connection stays open.
 async fn relay_response(
     client: &mut Client,
-    req: &Request,
     sent: Sent,
     mut done: Completion,
     deadline: Instant,
@@ -574,8 +564,7 @@ async fn relay_response(
                     addr: in_flight.tracker().addr,
                     source: io::Error::new(io::ErrorKind::InvalidData, error),
                 };
-                warn!(error = %e, revision = %req.route.rev.key, "Upstream request failed");
-                done.code = Some(e.status().as_u16());
+                done.fail(&e);
                 let _ = client.stream.write_all(&head::local(&e, true)).await;
                 return false;
             }

@@ -9,7 +9,7 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     body::{Completion, ProxiedBody, ResponseBody},
@@ -138,16 +138,7 @@ impl Handler {
         Ok(match result {
             Ok(f) => inner.respond(f, done, start + route.timeout),
             Err(e) => {
-                if let Some(reason) = e.rejection() {
-                    route.rev.stats.rejected(reason);
-                }
-                match &e {
-                    Error::Upstream { .. } => {
-                        warn!(error = %e, revision = %route.rev.key, "Upstream request failed");
-                    }
-                    _ => debug!(error = %e, revision = %route.rev.key, "Request refused"),
-                }
-                done.code = Some(e.status().as_u16());
+                done.fail(&e);
                 e.to_response().map(Either::Left)
             }
         })
