@@ -372,9 +372,7 @@ async fn send(
     }
     loop {
         match head::response(&up.buf, extras) {
-            Ok(Some(resp))
-                if resp.framing == Framing::Empty && (100..200).contains(&resp.status) =>
-            {
+            Ok(Some(resp)) if resp.informational => {
                 if client.stream.write_all(&resp.head).await.is_err() {
                     return Err(SendError::Client);
                 }
@@ -396,9 +394,7 @@ async fn send(
                 });
             }
         }
-        if up.buf.capacity() - up.buf.len() < upstream::INIT_BUF / 2 {
-            up.buf.reserve(up.buf.capacity());
-        }
+        up.make_room();
         // Only a request still whole in the buffer can be sent again.
         let nothing_yet = up.buf.is_empty() && whole;
         let read = tokio::select! {
@@ -472,16 +468,9 @@ async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<
 /// Whether the pod has sent something (kept in its buffer) or closed, as opposed to a stale
 /// readiness flag.
 fn pod_spoke(up: &mut Conn) -> bool {
-    if up.buf.capacity() - up.buf.len() < upstream::INIT_BUF / 2 {
-        up.buf.reserve(upstream::INIT_BUF);
-    }
-    let spare = up.buf.capacity() - up.buf.len();
-    let mut chunk = vec![0u8; spare.min(upstream::INIT_BUF)];
-    match up.stream.try_read(&mut chunk) {
-        Ok(n) => {
-            up.buf.extend_from_slice(&chunk[..n]);
-            true
-        }
+    up.make_room();
+    match up.stream.try_read_buf(&mut up.buf) {
+        Ok(_) => true,
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }

@@ -258,6 +258,8 @@ pub(crate) enum Framing {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
+    /// 1xx (101 excepted): relayed, and the final response follows on the same connection.
+    pub(crate) informational: bool,
     pub(crate) head_len: usize,
     pub(crate) framing: Framing,
     /// The pod keeps the connection open after this response.
@@ -381,6 +383,7 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
     head.extend_from_slice(b"\r\n");
     Ok(Some(Response {
         status,
+        informational,
         head_len,
         framing,
         reusable: !pod_close && framing != Framing::Close,

@@ -17,7 +17,7 @@ const MAX_IDLE_PER_POD: usize = 100;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A connection's first read buffer: a response head and a small body fit, and an idle
 /// connection costs little.
-pub(crate) const INIT_BUF: usize = 4096;
+const INIT_BUF: usize = 4096;
 /// Largest read buffer an idle connection keeps.
 const MAX_IDLE_BUF: usize = 4 * INIT_BUF;
 
@@ -30,6 +30,15 @@ pub(crate) struct Conn {
     /// pod closed it while idle.
     pub(crate) reused: bool,
     idle_since: Instant,
+}
+
+impl Conn {
+    /// Room for the next read: at least half a first buffer, doubling as a head grows.
+    pub(crate) fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < INIT_BUF / 2 {
+            self.buf.reserve(self.buf.capacity().max(INIT_BUF));
+        }
+    }
 }
 
 /// How a connect failed.
