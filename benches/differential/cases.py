@@ -276,6 +276,25 @@ def general_path_twins(cases):
     return out
 
 
+# Request cases the fast path serves, sent again through the general (hyper) path.
+GENERAL_REQUESTS = ("conn-content-length", "conn-keepalive-content-length", "conn-host", "conn-custom",
+                    "conn-close-body", "bare-lf-hides-cl", "get-with-body-request", "head-with-body",
+                    "pipelined-post-get", "cl-leading-zeros", "cl-spaces")
+
+
+def request_general_twins(cases):
+    """Fast-path request cases again with `Expect: 100-continue` after the request line, which
+    sends them to kactivator's general path."""
+    out = []
+    for c in cases:
+        if c.name not in GENERAL_REQUESTS:
+            continue
+        raw = c.parts[0].replace(b"\r\n", b"\r\nExpect: 100-continue\r\n", 1)
+        out.append(Case(c.name + "@general", c.kind, c.desc + " (general path: with `Expect`)", raw,
+                        sent=c.sent, methods=c.methods))
+    return out
+
+
 def all_cases():
-    responses = response_cases()
-    return request_cases() + responses + general_path_twins(responses)
+    requests, responses = request_cases(), response_cases()
+    return requests + request_general_twins(requests) + responses + general_path_twins(responses)

@@ -23,7 +23,7 @@ benches/differential/run.sh --only cl-te,r-cl-te # some cases; --list prints the
 python3 benches/differential/harness.py --report-only  # notes.py edited: refresh CSV notes and this page
 ```
 
-Everything runs on 127.0.0.1 with ports picked free at start, in about 3 minutes. The exit
+Everything runs on 127.0.0.1 with ports picked free at start, in about 5 minutes. The exit
 status is the check: **0** when no case is UNSAFE for kactivator, **1** when one is, **2** when
 the harness itself failed (a proxy did not start). Results: `benches/results/differential.csv`
 (all columns, untruncated per case) and this page; the pods' per-connection byte logs (every
@@ -44,6 +44,10 @@ chunk received, tagged with the case running when it arrived) are in
   otherwise (so request bodies are buffered, `client_max_body_size 1m`, 8 KiB header buffers).
 - **kactivator** in activator mode, one static revision (`discovery: static`, `probe_style: tcp`,
   `hosts: [diff.test]`) whose endpoint is its own instance of the same pod.
+- kactivator serves most valid requests on its fast path and hands the rest to hyper (see
+  `architecture.md`); cases named `...@general` repeat a case with `Expect: 100-continue` added,
+  which sends it to the general path. nginx answers `Expect` with its own 100, which the
+  comparison ignores.
 - Per case and per proxy: the client sends the case's bytes on a new connection and reads for up
   to 3 s (1 s of silence, or 0.25 s after the expected responses). Then two **victim** requests
   (`GET /victim/<case>/<n>`, each on a new client connection) must each get exactly the pod's
