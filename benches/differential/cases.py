@@ -111,7 +111,7 @@ def request_cases():
         ("te-vtab", b"Transfer-Encoding:\x0bchunked"),
         ("te-chunked-trailing-junk", b"Transfer-Encoding: chunked;q=1"),
     ]:
-        c.append(req(name + "+cl", "`%s` plus a CL covering a CL.TE body" % line.decode("latin-1").replace("\r\n", "\\r\\n"),
+        c.append(req(name + "+cl", "`%s` plus a CL covering a CL.TE body" % line.decode("latin-1").replace("\r\n", "\\r\\n").replace("\t", "\\t").replace("\x0b", "\\x0b"),
                      [cl(len(CLTE_BODY)), line], CLTE_BODY))
     c.append(req("te-xchunked", "`Transfer-Encoding: xchunked` alone, chunked body holding a request",
                  [b"Transfer-Encoding: xchunked"], CHUNKED_SMUG))

@@ -490,8 +490,17 @@ def row_for(case, res):
         row[name + "_victim"] = "; ".join(t for _, t in r["victims"]) if not all(ok for ok, _ in r["victims"]) else "clean"
         row[name + "_flags"] = " ".join(f)
     row["verdict"] = verdict(case, kf, k, n)
-    row["note"] = NOTES.get(case.name, "")
+    row["note"] = note_for(case.name, row["verdict"])
     return row
+
+
+def note_for(name, verdict_):
+    """The analysis applies to a case that differs or is flagged; on a `same` case only a note
+    that says so (one starting with "same") is kept, so a note outlived by a fix disappears."""
+    note = NOTES.get(name, "")
+    if verdict_ == "same" and not note.lower().startswith("same"):
+        return ""
+    return note
 
 
 COLUMNS = ["case", "kind", "description", "sent",
@@ -508,12 +517,12 @@ def report_only(args):
     with open(args.csv, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r["note"] = NOTES.get(r["case"], "")
         flags = r["kactivator_flags"].split()
         if flags:
             hard = [x for x in flags if x in HARD]
-            safe = r["note"].lower().startswith("safe")
+            safe = NOTES.get(r["case"], "").lower().startswith("safe")
             r["verdict"] = "UNSAFE" if hard or not safe else "reviewed"
+        r["note"] = note_for(r["case"], r["verdict"])
     with open(args.csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -534,6 +543,7 @@ def main():
     ap.add_argument("--md", default=os.path.join(ROOT, "docs", "differential.md"),
                     help="markdown report; empty to skip")
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "differential"))
+    ap.add_argument("--label", default="", help="what the binary is, for the report (default: this tree's commit)")
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite --md from --csv with the current notes, without running")
@@ -586,7 +596,7 @@ def main():
                    row["kactivator_pod_seen"], row["verdict"], row["kactivator_flags"]))
         for name in PROXIES:
             pods.pods[name].dump(os.path.join(args.work, "pod-%s.log" % name))
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         log("error: %s" % e)
         return 2
     finally:
@@ -619,4 +629,10 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except Exception:  # a harness bug must not read as "UNSAFE" (1)
+        import traceback
+        traceback.print_exc()
+        code = 2
+    sys.exit(code)

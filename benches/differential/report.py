@@ -124,10 +124,11 @@ def write(path, rows, args):
     with open(path, "w") as f:
         f.write(INTRO)
         f.write("\n## Results\n\n")
-        f.write("Run of %s UTC, kactivator `%s` (tree at `%s`), %s; %d cases: %s.\n\n"
+        label = args.label or "`%s` from the tree at `%s`" % (
+            os.path.relpath(args.binary, os.path.dirname(os.path.dirname(os.path.abspath(path)))), rev)
+        f.write("Written %s UTC; kactivator %s, %s; %d cases: %s.\n\n"
                 % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                   os.path.relpath(args.binary, os.path.dirname(os.path.dirname(os.path.abspath(path)))),
-                   rev, nginx.replace("nginx version: ", ""), len(rows),
+                   label, nginx.replace("nginx version: ", ""), len(rows),
                    ", ".join("%d %s" % (n, v) for v, n in counts.items())))
         if unsafe:
             f.write("UNSAFE for kactivator:\n\n")
@@ -143,9 +144,12 @@ def write(path, rows, args):
                 old = [r for r in csv.DictReader(b) if r["verdict"] == "UNSAFE"]
             now = {r["case"]: r["verdict"] for r in rows}
             f.write("Before the issue-10 hardening (`benches/results/differential-before.csv`, main at "
-                    "`dbcaad0`), %d cases were UNSAFE; now:\n\n" % len(old))
+                    "`dbcaad0`), %d cases were UNSAFE:\n\n" % len(old))
             for r in old:
-                f.write("- `%s` (%s): %s\n" % (r["case"], r["kactivator_flags"], now.get(r["case"], "not run")))
+                f.write("- `%s` (%s), now **%s**. Then: client got %s, pod saw %s; victims %s. %s\n"
+                        % (r["case"], r["kactivator_flags"], now.get(r["case"], "not run"),
+                           cell(r["kactivator_status"]), cell(pod_short(r["kactivator_pod_requests"]), 200),
+                           cell(r["kactivator_victim"], 120), cell(r["note"])))
             f.write("\n")
         f.write("Columns: client = statuses the client got; pod = requests the pod parsed (`+body`: with a "
                 "body); victims = the two follow-up requests on new connections.\n\n")

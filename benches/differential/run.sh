@@ -9,6 +9,7 @@
 # Other options go to harness.py (--csv, --md, --work; --md '' skips the markdown; --report-only
 # rewrites the markdown from the CSV after an edit of notes.py).
 set -euo pipefail
+caller="$PWD"
 cd "$(dirname "$0")/../.."
 
 binary=""
@@ -20,6 +21,8 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
+
+if [[ -n "$binary" && "$binary" != /* ]]; then binary="$caller/$binary"; fi
 
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
