@@ -39,6 +39,7 @@ use super::{
     breaker::Permit,
     error::Error,
     handler::{Handler, Inner, MIN_HEAD_BUFFER},
+    headers,
     lb::InFlight,
     retry::{Attempts, Failure, Retry},
     stats::GaugeGuard,
@@ -296,9 +297,7 @@ async fn attempts(
                         ConnectError::Failed(_) => Failure::Connect,
                     };
                     let source = e.into_io();
-                    if h.retry(rev, &mut attempts, addr, failure, true, &source)
-                        == Retry::Fail
-                    {
+                    if h.retry(rev, &mut attempts, addr, failure, true, &source) == Retry::Fail {
                         return Err(Failed::Error(Error::UpstreamIo { addr, source }));
                     }
                     continue;
@@ -307,9 +306,17 @@ async fn attempts(
         };
         let sent_at = start.elapsed();
         active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
-        let cold_start_ms = cold.then(|| u64::try_from(sent_at.as_millis()).unwrap_or(u64::MAX));
-        match send(client, req, &mut up, tracker.authority.as_str(), &mut head, drain, cold_start_ms)
-            .await
+        let cold_start_ms = cold.then(|| headers::cold_start_ms(sent_at));
+        match send(
+            client,
+            req,
+            &mut up,
+            tracker.authority.as_str(),
+            &mut head,
+            drain,
+            cold_start_ms,
+        )
+        .await
         {
             Ok(resp) => {
                 return Ok(Sent {
@@ -322,16 +329,18 @@ async fn attempts(
                 });
             }
             Err(SendError::Client) => return Err(Failed::ClientGone),
-            Err(SendError::Pod { stale, whole, error }) => {
+            Err(SendError::Pod {
+                stale,
+                whole,
+                error,
+            }) => {
                 // Only a reused connection can have been closed by the pod while idle.
                 let failure = if stale && up.reused {
                     Failure::Stale
                 } else {
                     Failure::Other
                 };
-                if h.retry(rev, &mut attempts, addr, failure, whole, &error)
-                    == Retry::Fail
-                {
+                if h.retry(rev, &mut attempts, addr, failure, whole, &error) == Retry::Fail {
                     return Err(Failed::Error(Error::UpstreamIo {
                         addr,
                         source: error,
@@ -383,7 +392,13 @@ async fn send(
     let mut cut = false;
     if !whole {
         client.buf.advance(buffered);
-        cut = !send_body(client, up, req.content_length - buffered as u64, req.is_head).await?;
+        cut = !send_body(
+            client,
+            up,
+            req.content_length - buffered as u64,
+            req.is_head,
+        )
+        .await?;
     }
     loop {
         // Decided when the head is in: a drain that began meanwhile closes this connection.
@@ -586,8 +601,8 @@ async fn relay_response(
         cold_start,
     } = sent;
     done.code = Some(resp.status);
-    if let Some(cold) = cold_start {
-        done.revision().stats.cold_start.record(cold.as_secs_f64());
+    if let Some(held) = cold_start {
+        done.cold_start(held);
     }
     done.permit = Some(permit);
     done.active = Some(active);

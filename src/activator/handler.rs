@@ -164,9 +164,11 @@ impl Handler {
         let mut done = Completion::new(start, route.rev.clone());
         // Before queueing: the autoscaler must see queued requests as concurrency.
         done.request = Some(inner.reporter.track(&route.rev.key));
-        let forwarded =
-            tokio::time::timeout(route.timeout, inner.forward(req, &route, settings, start, facts))
-                .await;
+        let forwarded = tokio::time::timeout(
+            route.timeout,
+            inner.forward(req, &route, settings, start, facts),
+        )
+        .await;
         let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
         Ok(match result {
             Ok(f) => inner.respond(f, done, start + route.timeout),
@@ -278,7 +280,9 @@ impl Inner {
         let mut attempts = Attempts::new(settings.max_retries, facts.replayable);
         let mut active = None;
         loop {
-            let in_flight = self.pick(rev, route.container_concurrency, attempts.tried()).await;
+            let in_flight = self
+                .pick(rev, route.container_concurrency, attempts.tried())
+                .await;
             let addr = in_flight.tracker().addr;
             let last = attempts.exhausted(body.untouched());
             let up = out.request(in_flight.tracker(), body.attempt(), last)?;
@@ -366,8 +370,8 @@ impl Inner {
         let status = resp.status();
         let upgraded = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
         headers::rewrite_response(resp.headers_mut(), status.as_u16(), is_head, upgraded);
-        if let Some(cold) = cold_start {
-            let ms = u64::try_from(cold.as_millis()).unwrap_or(u64::MAX);
+        if let Some(held) = cold_start {
+            let ms = done.cold_start(held);
             resp.headers_mut()
                 .insert(COLD_START.clone(), HeaderValue::from(ms));
         }
@@ -375,10 +379,6 @@ impl Inner {
         done.permit = Some(permit);
         done.in_flight = Some(in_flight);
         done.active = Some(active);
-        if let Some(cold) = cold_start {
-            // Recorded through the revision held by `done` (the same one the route named).
-            done_cold_start(&done, cold);
-        }
         match client_upgrade.filter(|_| upgraded) {
             Some(client_side) => {
                 let pod_side = hyper::upgrade::on(&mut resp);
@@ -388,10 +388,6 @@ impl Inner {
             None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
         }
     }
-}
-
-fn done_cold_start(done: &Completion, cold: Duration) {
-    done.revision().stats.cold_start.record(cold.as_secs_f64());
 }
 
 /// Copies bytes both ways between an upgraded client connection and the pod's.

@@ -39,6 +39,11 @@ pub(crate) mod name {
     pub(crate) const COLD_START: &str = "x-kactivator-cold-start";
 }
 
+/// The value of `X-Kactivator-Cold-Start` for a request held `held`: whole milliseconds.
+pub(crate) fn cold_start_ms(held: std::time::Duration) -> u64 {
+    u64::try_from(held.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What the activator puts in `K-Proxy-Request`.
 pub(crate) const PROXY_REQUEST_VALUE: &str = "activator";
 /// The `User-Agent` prefix of kubelet probes.
@@ -60,7 +65,8 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Fields that `Connection` can never remove: they frame or address the message, and their
 /// fate is decided by the framing rules below. A client that names `Content-Length` in
 /// `Connection` must not make the proxy relay a body the pod cannot delimit.
-const NOT_CONNECTION_OPTIONS: [&str; 3] = [name::CONTENT_LENGTH, name::TRANSFER_ENCODING, name::HOST];
+const NOT_CONNECTION_OPTIONS: [&str; 3] =
+    [name::CONTENT_LENGTH, name::TRANSFER_ENCODING, name::HOST];
 
 /// Fields of a client request the activator consumes or sets itself.
 const ROUTING: [&str; 5] = [
@@ -157,8 +163,8 @@ impl<'a> RequestHead<'a> {
             } else if eq(name, name::TRANSFER_ENCODING) {
                 head.codings += 1;
                 let mut codings = tokens(value);
-                head.lone_chunked = codings.next().is_some_and(|c| eq(c, "chunked"))
-                    && codings.next().is_none();
+                head.lone_chunked =
+                    codings.next().is_some_and(|c| eq(c, "chunked")) && codings.next().is_none();
             } else if eq(name, name::CONNECTION) {
                 head.connection.add(value);
             } else if eq(name, name::UPGRADE) {
@@ -314,8 +320,7 @@ impl<'a> ResponseHead<'a> {
                 date = true;
             }
         }
-        let framing = if (100..200).contains(&status) || is_head || status == 204 || status == 304
-        {
+        let framing = if (100..200).contains(&status) || is_head || status == 204 || status == 304 {
             Framing::Empty
         } else {
             match (last_coding, length) {
@@ -420,7 +425,11 @@ pub(crate) fn rewrite_response(headers: &mut HeaderMap, status: u16, is_head: bo
 
 /// The distinct names of the fields `drop` selects.
 fn names_where(headers: &HeaderMap, drop: impl Fn(&str) -> bool) -> Vec<HeaderName> {
-    headers.keys().filter(|n| drop(n.as_str())).cloned().collect()
+    headers
+        .keys()
+        .filter(|n| drop(n.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The fields of a `HeaderMap` as the rules read them.

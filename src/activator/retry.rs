@@ -173,7 +173,9 @@ impl BodySlot {
 
     /// Whether no attempt has read from the body: a retry cannot replay anything.
     pub(crate) fn untouched(&self) -> bool {
-        self.0.as_ref().is_none_or(|slot| slot.body.lock().is_some())
+        self.0
+            .as_ref()
+            .is_none_or(|slot| slot.body.lock().is_some())
     }
 
     /// Whether an attempt failed because the client's body could not be read.

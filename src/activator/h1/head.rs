@@ -400,7 +400,11 @@ mod tests {
 
     #[test]
     fn connection_cannot_strip_the_framing_of_a_relayed_body() {
-        for conn in ["Content-Length", "keep-alive, content-length", "host, transfer-encoding"] {
+        for conn in [
+            "Content-Length",
+            "keep-alive, content-length",
+            "host, transfer-encoding",
+        ] {
             let raw = format!(
                 "POST / HTTP/1.1\r\nHost: api.example.com\r\nConnection: {conn}\r\nContent-Length: 5\r\n\r\nGET /"
             );
@@ -410,7 +414,11 @@ mod tests {
             req.head_for("p:1", &mut out);
             let out = text(&out);
             assert!(out.contains("Content-Length: 5\r\n"), "{conn}: {out}");
-            assert_eq!(out.to_ascii_lowercase().matches("\r\nhost: ").count(), 1, "{out}");
+            assert_eq!(
+                out.to_ascii_lowercase().matches("\r\nhost: ").count(),
+                1,
+                "{out}"
+            );
         }
         let resp = response(
             b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
@@ -430,8 +438,14 @@ mod tests {
         let mut out = Vec::new();
         req.head_for("p:1", &mut out);
         let out = text(&out);
-        assert!(out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.3\r\n"), "{out}");
-        assert_eq!(out.to_ascii_lowercase().matches("x-forwarded-for").count(), 1);
+        assert!(
+            out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.3\r\n"),
+            "{out}"
+        );
+        assert_eq!(
+            out.to_ascii_lowercase().matches("x-forwarded-for").count(),
+            1
+        );
     }
 
     #[test]
@@ -453,7 +467,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(both.framing, Framing::Chunked);
-        assert!(!both.reusable, "a pod sending both is not trusted with another request");
+        assert!(
+            !both.reusable,
+            "a pod sending both is not trusted with another request"
+        );
     }
 
     #[test]
@@ -502,7 +519,10 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
         ] {
             assert!(
-                matches!(request(raw.as_bytes(), &table(), PEER), Next::Reject(Error::BadRequest(_))),
+                matches!(
+                    request(raw.as_bytes(), &table(), PEER),
+                    Next::Reject(Error::BadRequest(_))
+                ),
                 "{raw}"
             );
         }

@@ -20,9 +20,21 @@ fn framing(pairs: &[(&'static str, &'static str)]) -> Result<Framing, Error> {
 #[test]
 fn ambiguous_request_framing_is_refused() {
     for bad in [
-        &[("host", "a"), ("content-length", "1"), ("transfer-encoding", "chunked")][..],
-        &[("host", "a"), ("content-length", "1"), ("content-length", "2")],
-        &[("host", "a"), ("content-length", "1"), ("content-length", "1")],
+        &[
+            ("host", "a"),
+            ("content-length", "1"),
+            ("transfer-encoding", "chunked"),
+        ][..],
+        &[
+            ("host", "a"),
+            ("content-length", "1"),
+            ("content-length", "2"),
+        ],
+        &[
+            ("host", "a"),
+            ("content-length", "1"),
+            ("content-length", "1"),
+        ],
         &[("host", "a"), ("content-length", "+1")],
         &[("host", "a"), ("content-length", " 1")],
         &[("host", "a"), ("content-length", "0x1")],
@@ -30,7 +42,11 @@ fn ambiguous_request_framing_is_refused() {
         &[("host", "a"), ("transfer-encoding", "xchunked")],
         &[("host", "a"), ("transfer-encoding", "chunked, identity")],
         &[("host", "a"), ("transfer-encoding", "gzip, chunked")],
-        &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+        &[
+            ("host", "a"),
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ],
         &[("host", "a"), ("transfer-encoding", "")],
         &[("host", "a"), ("host", "b")],
         &[("content-length", "1")],
@@ -83,9 +99,24 @@ fn connection_never_removes_framing_fields() {
     assert!(drop_request_field("x-hop", &conn, false));
     assert!(drop_response_field("X-Hop", &conn, false, Framing::Empty));
     // Transfer-Encoding's fate is the framing's: kept when it delimits the relayed body.
-    assert!(!drop_response_field("transfer-encoding", &conn, false, Framing::Chunked));
-    assert!(drop_response_field("transfer-encoding", &conn, false, Framing::Length(1)));
-    assert!(drop_response_field("content-length", &conn, false, Framing::Chunked));
+    assert!(!drop_response_field(
+        "transfer-encoding",
+        &conn,
+        false,
+        Framing::Chunked
+    ));
+    assert!(drop_response_field(
+        "transfer-encoding",
+        &conn,
+        false,
+        Framing::Length(1)
+    ));
+    assert!(drop_response_field(
+        "content-length",
+        &conn,
+        false,
+        Framing::Chunked
+    ));
 }
 
 #[test]
@@ -93,20 +124,39 @@ fn response_framing_follows_rfc_9112() {
     let scan = |status, head, pairs: &[(&'static str, &'static str)]| {
         ResponseHead::scan(status, head, pairs.iter().map(|(n, v)| (*n, v.as_bytes())))
     };
-    let f = |status, pairs: &[(&'static str, &'static str)]| scan(status, false, pairs).unwrap().framing;
+    let f = |status, pairs: &[(&'static str, &'static str)]| {
+        scan(status, false, pairs).unwrap().framing
+    };
     assert_eq!(f(200, &[("content-length", "5")]), Framing::Length(5));
     assert_eq!(f(200, &[]), Framing::Close);
-    assert_eq!(f(200, &[("transfer-encoding", "gzip, chunked")]), Framing::Chunked);
+    assert_eq!(
+        f(200, &[("transfer-encoding", "gzip, chunked")]),
+        Framing::Chunked
+    );
     // Not chunked last: read to close, whatever Content-Length says.
     assert_eq!(
-        f(200, &[("transfer-encoding", "gzip"), ("content-length", "5")]),
+        f(
+            200,
+            &[("transfer-encoding", "gzip"), ("content-length", "5")]
+        ),
         Framing::Close
     );
     assert_eq!(
-        f(200, &[("transfer-encoding", "chunked"), ("transfer-encoding", "gzip")]),
+        f(
+            200,
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip")
+            ]
+        ),
         Framing::Close
     );
-    let both = scan(200, false, &[("transfer-encoding", "chunked"), ("content-length", "5")]).unwrap();
+    let both = scan(
+        200,
+        false,
+        &[("transfer-encoding", "chunked"), ("content-length", "5")],
+    )
+    .unwrap();
     assert_eq!(both.framing, Framing::Chunked);
     assert!(both.conflicting);
     for status in [103, 204, 304] {
@@ -117,14 +167,26 @@ fn response_framing_follows_rfc_9112() {
         Framing::Empty
     );
     assert_eq!(
-        scan(200, false, &[("content-length", "1"), ("content-length", "2")]).unwrap_err(),
+        scan(
+            200,
+            false,
+            &[("content-length", "1"), ("content-length", "2")]
+        )
+        .unwrap_err(),
         BadResponse::ConflictingLength
     );
     assert_eq!(
         scan(200, false, &[("content-length", "-1")]).unwrap_err(),
         BadResponse::Malformed
     );
-    assert!(scan(200, false, &[("content-length", "1"), ("content-length", "1")]).is_ok());
+    assert!(
+        scan(
+            200,
+            false,
+            &[("content-length", "1"), ("content-length", "1")]
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -145,7 +207,11 @@ fn request_gets_knative_headers_and_loses_routing_ones() {
     assert_eq!(h["x-app"], "kept");
     assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.9");
     assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-    for gone in ["host", "knative-serving-revision", "knative-serving-namespace"] {
+    for gone in [
+        "host",
+        "knative-serving-revision",
+        "knative-serving-namespace",
+    ] {
         assert!(!h.contains_key(gone), "{gone}");
     }
 }
