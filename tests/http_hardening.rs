@@ -335,3 +335,25 @@ async fn a_response_finished_during_the_drain_closes_the_connection() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_switch_nobody_asked_for_is_a_bad_gateway_on_both_paths() {
+    let backend = Backend::start(|mut c: Conn| async move {
+        if c.next().await.is_some() {
+            c.reply("HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\nNOT HTTP")
+                .await;
+        }
+    })
+    .await;
+    let app = app_with(&backend, "", "").await;
+    for version in ["1.1", "1.0"] {
+        let mut c = connect(&app).await;
+        c.send(format!("GET /x HTTP/{version}\r\nHost: {HOST}\r\n\r\n"))
+            .await
+            .unwrap();
+        let r = c.response("GET").await;
+        assert_eq!(r.status, 502, "HTTP/{version}: {}", r.head.raw);
+        assert!(!r.text().contains("NOT HTTP"));
+    }
+    app.shutdown().await.unwrap();
+}

@@ -299,6 +299,17 @@ impl Inner {
                 })
             };
             match sent {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
+                    // A switch nobody asked for: what follows is not HTTP, and must not reach
+                    // the client as if it were (the fast path refuses it the same way).
+                    return Err(Error::UpstreamIo {
+                        addr,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        ),
+                    });
+                }
                 Ok(resp) => {
                     return Ok(Forwarded {
                         resp,
