@@ -26,8 +26,8 @@ pub(crate) mod name {
     pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     pub(crate) const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
     /// Knative's routing headers (the activator's input, never the pod's).
-    pub(crate) const REVISION: &str = "knative-serving-revision";
-    pub(crate) const NAMESPACE: &str = "knative-serving-namespace";
+    pub(crate) const REVISION: &str = crate::revision::REVISION_HEADER;
+    pub(crate) const NAMESPACE: &str = crate::revision::NAMESPACE_HEADER;
     /// Knative's proxy headers, set for the pod.
     pub(crate) const PROXY_REQUEST: &str = "k-proxy-request";
     pub(crate) const ORIGINAL_HOST: &str = "k-original-host";
