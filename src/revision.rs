@@ -2,6 +2,12 @@
 
 use std::{fmt, sync::Arc};
 
+/// The header naming the revision a request is for (Knative's routing headers; the mesh sets
+/// them, the activator and the adapter read them).
+pub const REVISION_HEADER: &str = "knative-serving-revision";
+/// The header naming the revision's namespace.
+pub const NAMESPACE_HEADER: &str = "knative-serving-namespace";
+
 /// A Knative revision, `namespace/name`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RevisionKey {

@@ -5,6 +5,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -50,8 +51,11 @@ impl Completion {
         }
     }
 
-    pub(crate) fn revision(&self) -> &Revision {
-        &self.rev
+    /// Records that the request was held `held` for a cold start; the milliseconds for the
+    /// `X-Kactivator-Cold-Start` header, which both HTTP paths write.
+    pub(crate) fn cold_start(&self, held: Duration) -> u64 {
+        self.rev.stats.cold_start.record(held.as_secs_f64());
+        super::headers::cold_start_ms(held)
     }
 
     /// Ends the request with `e` instead of a pod's response: counts a queue rejection, logs

@@ -68,8 +68,17 @@ impl Error {
         }
     }
 
+    /// Whether the client connection must close after this answer: after a malformed
+    /// request, the rest of what the client sent cannot be trusted to start a request.
+    pub(crate) fn closes_connection(&self) -> bool {
+        matches!(self, Self::BadRequest(_))
+    }
+
     /// What the client is answered: status, headers (`Retry-After` on throttling) and the
     /// message. Both the general path and the HTTP/1.1 fast path answer from this.
+    ///
+    /// The message never names a pod or the inner error (those go to the log): a client
+    /// learns nothing of the cluster's addresses.
     pub(crate) fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -79,7 +88,17 @@ impl Error {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        (self.status(), headers, Bytes::from(self.to_string()))
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let body = match self {
+            Self::Upstream { .. } | Self::UpstreamIo { .. } => {
+                Bytes::from_static(b"upstream request failed")
+            }
+            Self::Rewrite(_) => Bytes::from_static(b"internal error"),
+            other => Bytes::from(other.to_string()),
+        };
+        (self.status(), headers, body)
     }
 
     /// The response sent to the client.

@@ -13,7 +13,7 @@ mod head;
 mod prefixed;
 pub(crate) mod upstream;
 
-use std::{future::Future, io, net::SocketAddr, time::Duration};
+use std::{future::Future, io, net::IpAddr, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use hyper::service::service_fn;
@@ -39,7 +39,9 @@ use super::{
     breaker::Permit,
     error::Error,
     handler::{Handler, Inner, MIN_HEAD_BUFFER},
+    headers,
     lb::InFlight,
+    retry::{Attempts, Failure, Retry},
     stats::GaugeGuard,
 };
 use crate::drain::Drain;
@@ -66,13 +68,22 @@ pub(crate) type General = Builder<TokioExecutor>;
 struct Client {
     stream: TcpStream,
     buf: BytesMut,
+    /// Appended to `X-Forwarded-For`.
+    peer: IpAddr,
 }
 
 /// Serves one accepted client connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General, drain: Drain) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: IpAddr,
+    handler: Handler,
+    general: General,
+    drain: Drain,
+) {
     let mut client = Client {
         stream,
         buf: BytesMut::with_capacity(CLIENT_BUF),
+        peer,
     };
     loop {
         let Some(next) = read_head(&mut client, &handler, &drain).await else {
@@ -88,6 +99,13 @@ pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General,
                     client.buf = BytesMut::with_capacity(CLIENT_BUF);
                 }
             }
+            Next::Reject(e) => {
+                handler.inner().unrouted.count(e.status().as_u16());
+                debug!(error = %e, "Request refused");
+                // What follows the head cannot be framed: answer and close.
+                let _ = client.stream.write_all(&head::local(&e, true)).await;
+                return;
+            }
             Next::General | Next::Partial => {
                 // Boxed: hyper's connection state is large, and fast-path connections
                 // (thousands of them held during a cold start) should not carry its size.
@@ -99,7 +117,8 @@ pub(crate) async fn serve(stream: TcpStream, handler: Handler, general: General,
 
 /// Hands the connection to hyper, the bytes already read first.
 async fn serve_general(client: Client, handler: Handler, general: &General, drain: Drain) {
-    let svc = service_fn(move |req| handler.clone().handle(req));
+    let peer = client.peer;
+    let svc = service_fn(move |req| handler.clone().handle(req, Some(peer)));
     let io = TokioIo::new(Prefixed::new(client.buf, client.stream));
     let conn = general.serve_connection_with_upgrades(io, svc);
     until_closing(conn, &drain).await;
@@ -150,7 +169,7 @@ async fn read_head(client: &mut Client, handler: &Handler, drain: &Drain) -> Opt
     loop {
         if !client.buf.is_empty() {
             let table = handler.inner().throttler.load();
-            match head::request(&client.buf, &table) {
+            match head::request(&client.buf, &table, client.peer) {
                 Next::Partial => {}
                 next => return Some(next),
             }
@@ -202,8 +221,7 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     done.request = Some(h.reporter.track(&rev.key));
     client.buf.advance(req.head_len);
     let deadline = start + req.route.timeout;
-    let close = req.close || drain.is_closing();
-    let forwarded = timeout_at(deadline, forward(client, req, h, start, close)).await;
+    let forwarded = timeout_at(deadline, forward(client, req, h, start, drain)).await;
     match forwarded.unwrap_or(Err(Failed::Error(Error::RevisionTimeout))) {
         // Boxed for the same reason as the attempts.
         Ok(sent) => Box::pin(relay_response(client, sent, done, deadline, drain)).await,
@@ -211,7 +229,7 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
         Err(Failed::Error(e)) => {
             done.fail(&e);
             // An unread request body would be taken for the next request: close instead.
-            let keep = !close && req.content_length == 0;
+            let keep = !req.close && !drain.is_closing() && req.content_length == 0;
             let written = client.stream.write_all(&head::local(&e, !keep)).await;
             keep && written.is_ok()
         }
@@ -225,7 +243,7 @@ async fn forward(
     req: &Request,
     h: &Inner,
     start: Instant,
-    close: bool,
+    drain: &Drain,
 ) -> Result<Sent, Failed> {
     let rev = &req.route.rev;
     let cold = rev.trackers.load().is_empty();
@@ -240,65 +258,63 @@ async fn forward(
     };
     // Boxed: a waiting request keeps only the small state above; the exchange with the pod
     // is allocated once there is capacity.
-    Box::pin(attempts(client, req, h, start, close, permit, cold)).await
+    Box::pin(attempts(client, req, h, start, drain, permit, cold)).await
 }
 
-/// Picks a pod and sends the request, retrying attempts that never reached one.
+/// Picks a pod and sends the request, retrying as `retry::Attempts` decides.
 async fn attempts(
     client: &mut Client,
     req: &Request,
     h: &Inner,
     start: Instant,
-    close: bool,
+    drain: &Drain,
     permit: Permit,
     cold: bool,
 ) -> Result<Sent, Failed> {
     let rev = &req.route.rev;
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempts = Attempts::new(req.settings.max_retries, req.idempotent);
     let mut active = None;
-    let mut fresh = false;
     let mut head = Vec::new();
     loop {
         let in_flight = tokio::select! {
-            in_flight = h.pick(rev, req.route.container_concurrency, &tried) => in_flight,
+            in_flight = h.pick(rev, req.route.container_concurrency, attempts.tried()) => in_flight,
             () = client_gone(client) => return Err(Failed::ClientGone),
         };
         let tracker = in_flight.tracker();
         let addr = tracker.addr;
-        let pooled = if fresh { None } else { tracker.pool.checkout() };
+        let pooled = if attempts.fresh() {
+            None
+        } else {
+            tracker.pool.checkout()
+        };
         let mut up = match pooled {
             Some(up) => up,
             None => match upstream::connect(addr, h.connect_timeout).await {
                 Ok(up) => up,
                 Err(e) => {
-                    if matches!(e, ConnectError::Refused(_)) {
-                        h.backends.eject(&rev.key, addr);
-                    }
+                    let failure = match e {
+                        ConnectError::Refused(_) => Failure::Refused,
+                        ConnectError::Failed(_) => Failure::Connect,
+                    };
                     let source = e.into_io();
-                    if tried.len() >= req.settings.max_retries as usize {
+                    if h.retry(rev, &mut attempts, addr, failure, true, &source) == Retry::Fail {
                         return Err(Failed::Error(Error::UpstreamIo { addr, source }));
                     }
-                    debug!(error = %source, revision = %rev.key, %addr, "Connect failed; retrying");
-                    rev.stats.retries.increment(1);
-                    tried.push(addr);
                     continue;
                 }
             },
         };
         let sent_at = start.elapsed();
         active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
-        let extras = Extras {
-            cold_start_ms: cold.then(|| u64::try_from(sent_at.as_millis()).unwrap_or(u64::MAX)),
-            close,
-            is_head: req.is_head,
-        };
+        let cold_start_ms = cold.then(|| headers::cold_start_ms(sent_at));
         match send(
             client,
             req,
             &mut up,
             tracker.authority.as_str(),
             &mut head,
-            extras,
+            drain,
+            cold_start_ms,
         )
         .await
         {
@@ -313,18 +329,23 @@ async fn attempts(
                 });
             }
             Err(SendError::Client) => return Err(Failed::ClientGone),
-            // A reused connection the pod closed while it was idle: the request never
-            // reached it. Sent again, once, on a new connection (as Go's transport does).
-            Err(SendError::Pod { stale: true, error }) if up.reused && req.idempotent && !fresh => {
-                debug!(%error, revision = %rev.key, %addr, "Idle upstream connection was closed; retrying");
-                rev.stats.retries.increment(1);
-                fresh = true;
-            }
-            Err(SendError::Pod { error, .. }) => {
-                return Err(Failed::Error(Error::UpstreamIo {
-                    addr,
-                    source: error,
-                }));
+            Err(SendError::Pod {
+                stale,
+                whole,
+                error,
+            }) => {
+                // Only a reused connection can have been closed by the pod while idle.
+                let failure = if stale && up.reused {
+                    Failure::Stale
+                } else {
+                    Failure::Other
+                };
+                if h.retry(rev, &mut attempts, addr, failure, whole, &error) == Retry::Fail {
+                    return Err(Failed::Error(Error::UpstreamIo {
+                        addr,
+                        source: error,
+                    }));
+                }
             }
         }
     }
@@ -332,9 +353,11 @@ async fn attempts(
 
 enum SendError {
     Client,
-    /// `stale`: the pod closed the connection before any byte of the response.
     Pod {
+        /// The pod closed the connection before any byte of the response.
         stale: bool,
+        /// The request body is still whole in the client's buffer: it can be sent again.
+        whole: bool,
         error: io::Error,
     },
 }
@@ -346,7 +369,8 @@ async fn send(
     up: &mut Conn,
     authority: &str,
     head: &mut Vec<u8>,
-    extras: Extras,
+    drain: &Drain,
+    cold_start_ms: Option<u64>,
 ) -> Result<head::Response, SendError> {
     head.clear();
     req.head_for(authority, head);
@@ -359,18 +383,32 @@ async fn send(
     head.extend_from_slice(&client.buf[..buffered]);
     let whole = buffered as u64 == req.content_length;
     if let Err(error) = up.stream.write_all(head).await {
-        return Err(SendError::Pod { stale: true, error });
+        return Err(SendError::Pod {
+            stale: true,
+            whole,
+            error,
+        });
     }
-    let mut extras = extras;
     let mut cut = false;
     if !whole {
         client.buf.advance(buffered);
-        cut = !send_body(client, up, req.content_length - buffered as u64).await?;
-        // The pod answered (or stopped reading) before the whole body was sent: the rest is
-        // never read, so neither connection can carry another request.
-        extras.close |= cut;
+        cut = !send_body(
+            client,
+            up,
+            req.content_length - buffered as u64,
+            req.is_head,
+        )
+        .await?;
     }
     loop {
+        // Decided when the head is in: a drain that began meanwhile closes this connection.
+        let extras = Extras {
+            cold_start_ms,
+            // The pod answered (or stopped reading) before the whole body was sent: the rest
+            // is never read, so neither connection can carry another request.
+            close: req.close || cut || drain.is_closing(),
+            is_head: req.is_head,
+        };
         match head::response(&up.buf, extras) {
             Ok(Some(resp)) if resp.informational => {
                 if client.stream.write_all(&resp.head).await.is_err() {
@@ -390,39 +428,41 @@ async fn send(
             Ok(None) | Err(_) => {
                 return Err(SendError::Pod {
                     stale: false,
+                    whole: false,
                     error: io::Error::new(io::ErrorKind::InvalidData, "bad response head"),
                 });
             }
         }
         up.make_room();
-        // Only a request still whole in the buffer can be sent again.
-        let nothing_yet = up.buf.is_empty() && whole;
+        let nothing_yet = up.buf.is_empty();
         let read = tokio::select! {
             read = up.stream.read_buf(&mut up.buf) => read,
             () = client_gone(client) => return Err(SendError::Client),
         };
-        match read {
-            Ok(0) => {
-                return Err(SendError::Pod {
-                    stale: nothing_yet,
-                    error: io::ErrorKind::UnexpectedEof.into(),
-                });
-            }
-            Ok(_) => {}
-            Err(error) => {
-                return Err(SendError::Pod {
-                    stale: nothing_yet,
-                    error,
-                });
-            }
-        }
+        let error = match read {
+            Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => continue,
+            Err(error) => error,
+        };
+        return Err(SendError::Pod {
+            stale: nothing_yet,
+            whole,
+            error,
+        });
     }
 }
 
 /// Copies the rest of a `Content-Length` request body from the client to the pod. `false` when
-/// the pod answers, closes or stops reading first (a server refusing an upload by its headers
-/// does): the rest stays unsent and the response is read as it is.
-async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<bool, SendError> {
+/// the pod sends its final response, closes or stops reading first (a server refusing an
+/// upload by its headers does): the rest stays unsent and the response is read as it is.
+/// 1xx responses (`100 Continue`, `103 Early Hints`) are relayed to the client meanwhile,
+/// and the body keeps flowing.
+async fn send_body(
+    client: &mut Client,
+    up: &mut Conn,
+    mut left: u64,
+    is_head: bool,
+) -> Result<bool, SendError> {
     enum Event {
         Client(io::Result<usize>),
         Writable,
@@ -455,23 +495,63 @@ async fn send_body(client: &mut Client, up: &mut Conn, mut left: u64) -> Result<
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Ok(false),
             },
-            Event::PodReadable => {
-                if pod_spoke(up) {
-                    return Ok(false);
+            Event::PodReadable => match pod_spoke(up) {
+                Spoke::Nothing => {}
+                Spoke::Closed => return Ok(false),
+                Spoke::Data => {
+                    if !relay_informational(client, up, is_head).await? {
+                        return Ok(false);
+                    }
                 }
-            }
+            },
         }
     }
     Ok(true)
 }
 
-/// Whether the pod has sent something (kept in its buffer) or closed, as opposed to a stale
-/// readiness flag.
-fn pod_spoke(up: &mut Conn) -> bool {
+/// What a readable pod connection turned out to have.
+enum Spoke {
+    /// A stale readiness flag.
+    Nothing,
+    /// Bytes, now in its buffer.
+    Data,
+    Closed,
+}
+
+fn pod_spoke(up: &mut Conn) -> Spoke {
     up.make_room();
     match up.stream.try_read_buf(&mut up.buf) {
-        Ok(_) => true,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        Ok(0) => Spoke::Closed,
+        Ok(_) => Spoke::Data,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Spoke::Nothing,
+        Err(_) => Spoke::Closed,
+    }
+}
+
+/// Relays the complete 1xx heads at the start of the pod's buffer. `true` while the request
+/// body may keep flowing (only 1xx, or a head not complete yet); `false` once a final
+/// response (or something that is not a response head) has started.
+async fn relay_informational(
+    client: &mut Client,
+    up: &mut Conn,
+    is_head: bool,
+) -> Result<bool, SendError> {
+    loop {
+        let extras = Extras {
+            cold_start_ms: None,
+            close: false,
+            is_head,
+        };
+        match head::response(&up.buf, extras) {
+            Ok(Some(resp)) if resp.informational => {
+                if client.stream.write_all(&resp.head).await.is_err() {
+                    return Err(SendError::Client);
+                }
+                up.buf.advance(resp.head_len);
+            }
+            Ok(None) => return Ok(up.buf.len() < MAX_RESPONSE_HEAD),
+            Ok(Some(_)) | Err(_) => return Ok(false),
+        }
     }
 }
 
@@ -521,8 +601,8 @@ async fn relay_response(
         cold_start,
     } = sent;
     done.code = Some(resp.status);
-    if let Some(cold) = cold_start {
-        done.revision().stats.cold_start.record(cold.as_secs_f64());
+    if let Some(held) = cold_start {
+        done.cold_start(held);
     }
     done.permit = Some(permit);
     done.active = Some(active);

@@ -1,6 +1,11 @@
 //! The request pipeline: probes → revision → throttler → load balancer → proxy (+ retry).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header, uri};
@@ -15,17 +20,17 @@ use super::{
     body::{Completion, ProxiedBody, ResponseBody},
     breaker::Permit,
     error::Error,
-    headers,
+    headers::{self, RequestHead},
     lb::InFlight,
     probe_handler,
     proxy::{Clients, Outbound},
-    retry::{BodySlot, Failure},
+    retry::{Attempts, BodySlot, Failure, Retry},
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
 };
 use crate::{autoscaler::ConcurrencyReporter, backends::Backends, config::Protocol, drain::Drain};
 
-static COLD_START: HeaderName = HeaderName::from_static("x-kactivator-cold-start");
+static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 
 /// hyper's smallest HTTP/1.1 read buffer; smaller `max_header_bytes` are checked here.
 pub(crate) const MIN_HEAD_BUFFER: usize = 8192;
@@ -52,13 +57,26 @@ pub(super) struct Inner {
     pub(super) drain: Drain,
     /// Upgraded (websocket) tunnels, so that the drain waits for them too.
     tunnels: TaskTracker,
-    /// `kactivator_requests_total` for requests that matched no revision.
-    unrouted: Codes,
+    /// `kactivator_requests_total` for requests that matched no revision (or were refused
+    /// before routing).
+    pub(super) unrouted: Codes,
+}
+
+/// What `handle` learnt of a request from its head, for the exchange.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    /// An HTTP/1.1 upgrade (websocket).
+    upgrade: bool,
+    /// `headers::replayable`.
+    replayable: bool,
+    /// The client's address, for `X-Forwarded-For`.
+    peer: Option<IpAddr>,
 }
 
 /// A response from a pod, with what must live as long as its body.
 struct Forwarded {
     resp: Response<Incoming>,
+    is_head: bool,
     permit: Permit,
     in_flight: InFlight,
     active: GaugeGuard,
@@ -94,10 +112,11 @@ impl Handler {
         &self.inner
     }
 
-    /// Serves one request; never fails (errors become responses).
+    /// Serves one request from `peer`; never fails (errors become responses).
     pub(crate) async fn handle(
         self,
         req: Request<Incoming>,
+        peer: Option<IpAddr>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         let inner = &*self.inner;
@@ -105,10 +124,13 @@ impl Handler {
         let found = {
             let table = inner.throttler.load();
             let settings = table.settings;
+            let head = RequestHead::read(headers::fields(req.headers()));
             if settings.max_header_bytes < MIN_HEAD_BUFFER
                 && head_size(&req) > settings.max_header_bytes
             {
                 Err(Error::HeadersTooLarge)
+            } else if let Err(e) = head.framing(req.version()) {
+                Err(e)
             } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.drain) {
                 return Ok(match answer {
                     Ok(resp) => resp.map(Either::Left),
@@ -118,11 +140,21 @@ impl Handler {
                 table
                     .route(req.headers(), req.uri())
                     .cloned()
-                    .map(|route| (route, settings))
+                    .map(|route| {
+                        let facts = Facts {
+                            upgrade: req.version() == Version::HTTP_11 && head.is_upgrade(),
+                            replayable: headers::replayable(
+                                req.method().as_str(),
+                                head.idempotency_key,
+                            ),
+                            peer,
+                        };
+                        (route, settings, facts)
+                    })
                     .ok_or(Error::UnknownRevision)
             }
         };
-        let (route, settings) = match found {
+        let (route, settings, facts) = match found {
             Ok(found) => found,
             Err(e) => {
                 inner.unrouted.count(e.status().as_u16());
@@ -132,8 +164,11 @@ impl Handler {
         let mut done = Completion::new(start, route.rev.clone());
         // Before queueing: the autoscaler must see queued requests as concurrency.
         done.request = Some(inner.reporter.track(&route.rev.key));
-        let forwarded =
-            tokio::time::timeout(route.timeout, inner.forward(req, &route, settings, start)).await;
+        let forwarded = tokio::time::timeout(
+            route.timeout,
+            inner.forward(req, &route, settings, start, facts),
+        )
+        .await;
         let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
         Ok(match result {
             Ok(f) => inner.respond(f, done, start + route.timeout),
@@ -189,6 +224,7 @@ impl Inner {
         route: &Route,
         settings: Settings,
         start: Instant,
+        facts: Facts,
     ) -> Result<Forwarded, Error> {
         let rev = &route.rev;
         let cold = rev.trackers.load().is_empty();
@@ -196,10 +232,11 @@ impl Inner {
         // Boxed: a request waiting in the queue keeps only the small state above alive; the
         // exchange with the pod (retry loop, pooled-client future) is allocated once there is
         // capacity. Held requests are what fill memory during a cold start.
-        Box::pin(self.exchange(req, route, settings, start, permit, cold)).await
+        Box::pin(self.exchange(req, route, settings, start, permit, cold, facts)).await
     }
 
-    /// Sends the request to a pod, retrying attempts that never reached one.
+    /// Sends the request to a pod, retrying as `retry::Attempts` decides.
+    #[allow(clippy::too_many_arguments)] // the request's state, passed once from `forward`
     async fn exchange(
         &self,
         mut req: Request<Incoming>,
@@ -208,17 +245,19 @@ impl Inner {
         start: Instant,
         permit: Permit,
         cold: bool,
+        facts: Facts,
     ) -> Result<Forwarded, Error> {
         let rev = &route.rev;
-        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let upgrade = facts.upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let is_head = parts.method == http::Method::HEAD;
         let mut headers = parts.headers;
         let host = headers.get(header::HOST).cloned().or_else(|| {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        headers::rewrite_request(&mut headers, host, upgrade);
+        headers::rewrite_request(&mut headers, host, facts.peer);
         // Upgrades exist only in HTTP/1.1; otherwise the revision decides (Knative: its port name).
         let version = match route.protocol {
             _ if upgrade => Version::HTTP_11,
@@ -238,19 +277,43 @@ impl Inner {
         };
         let body = BodySlot::new(body);
         let client = self.clients.for_version(out.version);
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts = Attempts::new(settings.max_retries, facts.replayable);
         let mut active = None;
         loop {
-            let in_flight = self.pick(rev, route.container_concurrency, &tried).await;
+            let in_flight = self
+                .pick(rev, route.container_concurrency, attempts.tried())
+                .await;
             let addr = in_flight.tracker().addr;
-            let last = tried.len() >= settings.max_retries as usize || !body.untouched();
+            let last = attempts.exhausted(body.untouched());
             let up = out.request(in_flight.tracker(), body.attempt(), last)?;
             let sent_at = start.elapsed();
             active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
-            match client.request(up).await {
+            let sent = if attempts.fresh() {
+                self.clients
+                    .send_fresh(addr, up)
+                    .await
+                    .map_err(|source| (Failure::Other, Error::UpstreamIo { addr, source }))
+            } else {
+                client.request(up).await.map_err(|source| {
+                    (Failure::classify(&source), Error::Upstream { addr, source })
+                })
+            };
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
+                    // A switch nobody asked for: what follows is not HTTP, and must not reach
+                    // the client as if it were (the fast path refuses it the same way).
+                    return Err(Error::UpstreamIo {
+                        addr,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        ),
+                    });
+                }
                 Ok(resp) => {
                     return Ok(Forwarded {
                         resp,
+                        is_head,
                         permit,
                         in_flight,
                         active: active.unwrap_or_else(|| GaugeGuard::new(&rev.stats.active)),
@@ -258,20 +321,43 @@ impl Inner {
                         client_upgrade,
                     });
                 }
-                Err(source) => {
-                    let failure = Failure::classify(&source);
-                    if failure == Failure::Refused {
-                        self.backends.eject(&rev.key, addr);
+                Err((failure, error)) => {
+                    if body.client_failed() {
+                        // The client's body broke (bad chunk syntax, cut off): its fault, not
+                        // the pod's, and nothing more can be read from it.
+                        debug!(%error, revision = %rev.key, "Request body unreadable");
+                        return Err(Error::BadRequest("malformed request body"));
                     }
-                    if last || !failure.never_reached_pod() || !body.untouched() {
-                        return Err(Error::Upstream { addr, source });
+                    if self.retry(rev, &mut attempts, addr, failure, body.untouched(), &error)
+                        == Retry::Fail
+                    {
+                        return Err(error);
                     }
-                    debug!(error = %source, revision = %rev.key, %addr, "Connect failed; retrying");
-                    rev.stats.retries.increment(1);
-                    tried.push(addr);
                 }
             }
         }
+    }
+
+    /// Applies the retry policy after a failed attempt, for both HTTP paths: ejects a pod
+    /// that refused the connection, and counts and logs the retries.
+    pub(super) fn retry(
+        &self,
+        rev: &Revision,
+        attempts: &mut Attempts,
+        addr: SocketAddr,
+        failure: Failure,
+        body_whole: bool,
+        error: &dyn std::fmt::Display,
+    ) -> Retry {
+        if failure == Failure::Refused {
+            self.backends.eject(&rev.key, addr);
+        }
+        let next = attempts.after(addr, failure, body_whole);
+        if next != Retry::Fail {
+            debug!(%error, revision = %rev.key, %addr, ?failure, ?next, "Attempt failed; retrying");
+            rev.stats.retries.increment(1);
+        }
+        next
     }
 
     /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
@@ -285,6 +371,7 @@ impl Inner {
     ) -> Response<ResponseBody> {
         let Forwarded {
             mut resp,
+            is_head,
             permit,
             in_flight,
             active,
@@ -293,9 +380,9 @@ impl Inner {
         } = f;
         let status = resp.status();
         let upgraded = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
-        headers::rewrite_response(resp.headers_mut(), upgraded);
-        if let Some(cold) = cold_start {
-            let ms = u64::try_from(cold.as_millis()).unwrap_or(u64::MAX);
+        headers::rewrite_response(resp.headers_mut(), status.as_u16(), is_head, upgraded);
+        if let Some(held) = cold_start {
+            let ms = done.cold_start(held);
             resp.headers_mut()
                 .insert(COLD_START.clone(), HeaderValue::from(ms));
         }
@@ -303,10 +390,6 @@ impl Inner {
         done.permit = Some(permit);
         done.in_flight = Some(in_flight);
         done.active = Some(active);
-        if let Some(cold) = cold_start {
-            // Recorded through the revision held by `done` (the same one the route named).
-            done_cold_start(&done, cold);
-        }
         match client_upgrade.filter(|_| upgraded) {
             Some(client_side) => {
                 let pod_side = hyper::upgrade::on(&mut resp);
@@ -316,10 +399,6 @@ impl Inner {
             None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
         }
     }
-}
-
-fn done_cold_start(done: &Completion, cold: Duration) {
-    done.revision().stats.cold_start.record(cold.as_secs_f64());
 }
 
 /// Copies bytes both ways between an upgraded client connection and the pod's.

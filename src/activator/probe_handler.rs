@@ -4,12 +4,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-use super::error::Error;
+use super::{error::Error, headers::name};
 use crate::drain::Drain;
 
-static NETWORK_PROBE: HeaderName = HeaderName::from_static("k-network-probe");
-static NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
-static KUBELET_PROBE: HeaderName = HeaderName::from_static("k-kubelet-probe");
+static NETWORK_PROBE: HeaderName = HeaderName::from_static(name::NETWORK_PROBE);
+static NETWORK_HASH: HeaderName = HeaderName::from_static(name::NETWORK_HASH);
+static KUBELET_PROBE: HeaderName = HeaderName::from_static(name::KUBELET_PROBE);
 
 /// Answers the request if it is a probe; `None` lets it through to the proxy.
 pub(crate) fn answer(
@@ -44,7 +44,7 @@ pub(crate) fn answer(
 fn is_kubelet_probe(headers: &HeaderMap) -> bool {
     headers
         .get(header::USER_AGENT)
-        .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe/"))
+        .is_some_and(|ua| ua.as_bytes().starts_with(super::headers::KUBE_PROBE_AGENT))
         || headers.get(&KUBELET_PROBE).is_some_and(|v| !v.is_empty())
 }
 

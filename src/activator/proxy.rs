@@ -1,12 +1,15 @@
 //! Upstream clients (pooled HTTP/1.1 and h2c) and the upstream request of one attempt.
 
-use std::time::Duration;
+use std::{io, net::SocketAddr, time::Duration};
 
-use http::{HeaderMap, Method, Request, Uri, Version, uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header, uri};
+use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
+use tokio::net::TcpStream;
+use tracing::{Instrument as _, debug, debug_span};
 
 use super::{lb::Tracker, retry::RequestBody};
 
@@ -22,6 +25,7 @@ type Pool = Client<HttpConnector, RequestBody>;
 pub(crate) struct Clients {
     http1: Pool,
     h2c: Pool,
+    connect_timeout: Duration,
 }
 
 impl Clients {
@@ -41,7 +45,68 @@ impl Clients {
             .timer(TokioTimer::new())
             .http2_only(true)
             .build(connector);
-        Self { http1, h2c }
+        Self {
+            http1,
+            h2c,
+            connect_timeout,
+        }
+    }
+
+    /// Sends `req` (as built by `Outbound::request`) on a new connection of its own, never
+    /// pooled: the one resend after a pooled connection turned out closed, which must not
+    /// land on another stale pooled connection.
+    pub(crate) async fn send_fresh(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, io::Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        let span = debug_span!("upstream_connection", %addr);
+        if req.version() == Version::HTTP_2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(io::Error::other)?;
+            // Ends when the exchange's streams end and the sender is dropped.
+            tokio::spawn(
+                async move {
+                    if let Err(error) = conn.await {
+                        debug!(%error, "Upstream connection ended with an error");
+                    }
+                }
+                .instrument(span),
+            );
+            return sender.send_request(req).await.map_err(io::Error::other);
+        }
+        // An HTTP/1.1 connection of one's own takes the origin form, with the Host the pooled
+        // client would have written.
+        if let Some(authority) = req.uri().authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(io::Error::other)?;
+        tokio::spawn(
+            async move {
+                if let Err(error) = conn.with_upgrades().await {
+                    debug!(%error, "Upstream connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+        sender.send_request(req).await.map_err(io::Error::other)
     }
 
     /// The pool for a client request of `version`.

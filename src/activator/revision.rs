@@ -7,9 +7,10 @@ use http::{HeaderMap, HeaderName, Uri, header};
 pub(crate) use crate::revision::from_service_host;
 use crate::revision::strip_port;
 
-pub(crate) static REVISION_HEADER: HeaderName = HeaderName::from_static("knative-serving-revision");
-pub(crate) static NAMESPACE_HEADER: HeaderName =
-    HeaderName::from_static("knative-serving-namespace");
+use super::headers::name;
+
+pub(crate) static REVISION_HEADER: HeaderName = HeaderName::from_static(name::REVISION);
+pub(crate) static NAMESPACE_HEADER: HeaderName = HeaderName::from_static(name::NAMESPACE);
 
 /// `(namespace, name)` from the `Knative-Serving-Namespace` and `-Revision` headers, when
 /// both are present and non-empty.
@@ -29,9 +30,11 @@ pub(crate) fn host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, s
     Some(normalize_host(raw))
 }
 
-/// A Host value as routes are keyed: lowercase, without port.
+/// A Host value as routes are keyed: lowercase, without port, without the trailing dot of
+/// a fully qualified name (`hello.example.com.` is `hello.example.com`).
 pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = strip_port(raw);
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {

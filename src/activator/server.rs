@@ -62,7 +62,7 @@ pub(crate) async fn serve(
             () = drain.closing() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(error) => {
                 warn!(%error, "Accept failed");
@@ -75,9 +75,9 @@ pub(crate) async fn serve(
         // Detached: the tracker waits for it.
         connections.spawn(async move {
             match protocols {
-                Protocols::Auto => h1::serve(stream, handler, builder, drain).await,
+                Protocols::Auto => h1::serve(stream, peer.ip(), handler, builder, drain).await,
                 Protocols::H2c => {
-                    let svc = service_fn(move |req| handler.clone().handle(req));
+                    let svc = service_fn(move |req| handler.clone().handle(req, Some(peer.ip())));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     h1::until_closing(conn, &drain).await;
                 }

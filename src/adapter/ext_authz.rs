@@ -13,11 +13,8 @@ use crate::{
         },
         google::rpc,
     },
-    revision::RevisionKey,
+    revision::{NAMESPACE_HEADER, REVISION_HEADER, RevisionKey},
 };
-
-const REVISION_HEADER: &str = "knative-serving-revision";
-const NAMESPACE_HEADER: &str = "knative-serving-namespace";
 
 /// Serves ext_authz Check.
 #[derive(Debug, Clone)]

@@ -6,3 +6,4 @@ pub mod app;
 pub mod autoscaler;
 pub mod backend;
 pub mod mixer;
+pub mod wire;

@@ -1,15 +1,18 @@
 //! HTTP/1.1 heads on the fast path: the client's request rewritten for the pod, the pod's
 //! response rewritten for the client, and locally generated responses.
 //!
-//! The rules are those of `headers.rs` (hop-by-hop per RFC 9110 §7.6.1, Knative's routing and
-//! proxy headers), applied to raw header lines so that names keep their case and order.
+//! Every decision (framing, which fields cross, routing) is made by `headers.rs`, the rules
+//! the general path applies too; this module only applies them to raw header lines, so that
+//! names keep their case and order and no header map is built.
 
-use std::{cell::RefCell, time::SystemTime};
+use std::{cell::RefCell, net::IpAddr, time::SystemTime};
 
-use http::StatusCode;
+use http::{StatusCode, Version};
 
+pub(crate) use crate::activator::headers::Framing;
 use crate::activator::{
     error::Error,
+    headers::{self, RequestHead, ResponseHead, name},
     revision::normalize_host,
     throttler::{Route, Settings, Table},
 };
@@ -23,9 +26,12 @@ pub(crate) enum Next {
     /// The head is not complete yet.
     Partial,
     /// Anything the fast path does not serve (upgrades, probes, `Expect`, chunked requests,
-    /// unknown revisions, errors…): the connection goes to the general (hyper) path, which
-    /// answers it exactly as before.
+    /// unknown revisions, malformed heads…): the connection goes to the general (hyper)
+    /// path, which answers it exactly as before.
     General,
+    /// Framing that two parsers could read two ways: answered with this error, and the
+    /// connection closed.
+    Reject(Error),
     Proxy(Box<Request>),
 }
 
@@ -41,7 +47,7 @@ pub(crate) struct Request {
     host_at: usize,
     pub(crate) content_length: u64,
     pub(crate) is_head: bool,
-    /// Safe to send again on a fresh connection when a reused one turned out closed.
+    /// Safe to send again after an attempt that got no response byte (`headers::replayable`).
     pub(crate) idempotent: bool,
     /// The client asked for the connection to close after this response.
     pub(crate) close: bool,
@@ -59,42 +65,11 @@ impl Request {
     }
 }
 
-fn eq(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
-fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
-    std::str::from_utf8(value)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Headers that describe one connection and never cross the proxy (besides those named in
-/// `Connection`). `te` is handled apart: `TE: trailers` goes through.
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "upgrade",
-        "te",
-    ]
-    .iter()
-    .any(|h| eq(name, h))
-}
-
-/// The tokens of the `Connection` headers (RFC 9110 §7.6.1), read once per head.
-fn listed<'h>(connection: &[&'h [u8]]) -> Vec<&'h str> {
-    connection.iter().flat_map(|v| tokens(v)).collect()
-}
-
-fn named_in(listed: &[&str], name: &str) -> bool {
-    listed.iter().any(|t| eq(t, name))
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `n` in decimal without going through a `String`.
@@ -112,8 +87,9 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Reads the request head at the start of `buf` and decides how it is served.
-pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
+/// Reads the request head at the start of `buf` and decides how it is served. `peer` is
+/// the client's address, appended to `X-Forwarded-For`.
+pub(crate) fn request(buf: &[u8], table: &Table, peer: IpAddr) -> Next {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
     let head_len = match req.parse(buf) {
@@ -121,111 +97,89 @@ pub(crate) fn request(buf: &[u8], table: &Table) -> Next {
         Ok(httparse::Status::Partial) => return Next::Partial,
         Err(_) => return Next::General,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Next::General;
     };
-    if !target.starts_with('/') || method == "CONNECT" || head_len > table.settings.max_header_bytes
+    if head_len > table.settings.max_header_bytes {
+        return Next::General;
+    }
+    let fields = &*req.headers;
+    let head = RequestHead::read(fields.iter().map(|h| (h.name, h.value)));
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let framing = match head.framing(version) {
+        Ok(f) => f,
+        Err(e) => return Next::Reject(e),
+    };
+    let content_length = match framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        // Chunked request bodies are hyper's.
+        Framing::Chunked | Framing::Close => return Next::General,
+    };
+    if minor != 1
+        || !target.starts_with('/')
+        || method == "CONNECT"
+        || head.upgrade
+        || head.expect
+        || head.probe
     {
         return Next::General;
     }
-    let headers = &*req.headers;
-    let mut host = None;
-    let mut namespace = None;
-    let mut revision = None;
-    let mut content_length: Option<u64> = None;
-    let mut original_host = false;
-    let mut connection: Vec<&[u8]> = Vec::new();
-    let mut trailers = false;
-    for h in headers {
-        let name = h.name;
-        let value = h.value;
-        if eq(name, "host") {
-            if host.is_some() {
-                return Next::General;
-            }
-            host = Some(value);
-        } else if eq(name, "content-length") {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse().ok());
-            match (parsed, content_length) {
-                (Some(n), None) => content_length = Some(n),
-                _ => return Next::General,
-            }
-        } else if eq(name, "transfer-encoding")
-            || eq(name, "upgrade")
-            || eq(name, "expect")
-            || eq(name, "k-network-probe")
-            || eq(name, "k-kubelet-probe")
-            || (eq(name, "user-agent") && value.starts_with(b"kube-probe/"))
-        {
-            return Next::General;
-        } else if eq(name, "connection") {
-            connection.push(value);
-        } else if eq(name, "knative-serving-namespace") {
-            namespace = Some(value);
-        } else if eq(name, "knative-serving-revision") {
-            revision = Some(value);
-        } else if eq(name, "k-original-host") {
-            original_host = true;
-        } else if eq(name, "te") {
-            trailers |= tokens(value).any(|t| eq(t, "trailers"));
-        }
-    }
-    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+    let Some(host) = head.host.and_then(|h| std::str::from_utf8(h).ok()) else {
         return Next::General;
     };
-    let Some(route) = route(table, namespace, revision, host) else {
+    let Some(route) = route(table, head.namespace, head.revision, host) else {
         return Next::General;
     };
     if route.protocol == crate::config::Protocol::H2c {
         return Next::General;
     }
 
-    let mut head = Vec::with_capacity(head_len + 64);
-    head.extend_from_slice(method.as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    let host_at = head.len();
-    let listed = listed(&connection);
-    for h in headers {
-        let name = h.name;
-        let dropped = hop_by_hop(name)
-            || eq(name, "host")
-            || eq(name, "knative-serving-namespace")
-            || eq(name, "knative-serving-revision")
-            || eq(name, "k-proxy-request")
-            || named_in(&listed, name);
-        if dropped {
-            continue;
+    let mut out = Vec::with_capacity(head_len + 96);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host_at = out.len();
+    let mut forwarded: Vec<&[u8]> = Vec::new();
+    for h in fields {
+        if headers::eq(h.name, name::X_FORWARDED_FOR) {
+            forwarded.push(h.value);
         }
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
+        if !headers::drop_request_field(h.name, &head.connection, false) {
+            push_field(&mut out, h.name, h.value);
+        }
     }
-    if !original_host {
-        head.extend_from_slice(b"k-original-host: ");
-        head.extend_from_slice(host.as_bytes());
-        head.extend_from_slice(b"\r\n");
+    if !head.original_host {
+        push_field(&mut out, name::ORIGINAL_HOST, host.as_bytes());
     }
-    if trailers {
-        head.extend_from_slice(b"te: trailers\r\n");
+    if head.trailers {
+        push_field(&mut out, name::TE, b"trailers");
     }
-    head.extend_from_slice(b"k-proxy-request: activator\r\n\r\n");
-    let close = named_in(&listed, "close");
+    out.extend_from_slice(name::X_FORWARDED_FOR.as_bytes());
+    out.extend_from_slice(b": ");
+    headers::forwarded_for(forwarded, peer, &mut out);
+    out.extend_from_slice(b"\r\n");
+    push_field(
+        &mut out,
+        name::PROXY_REQUEST,
+        headers::PROXY_REQUEST_VALUE.as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
     Next::Proxy(Box::new(Request {
         route: route.clone(),
         settings: table.settings,
         head_len,
-        head,
+        head: out,
         host_at,
-        content_length: content_length.unwrap_or(0),
+        content_length,
         is_head: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
-        close,
+        idempotent: headers::replayable(method, head.idempotency_key),
+        close: head.connection.has("close"),
     }))
 }
 
@@ -242,16 +196,6 @@ fn route<'t>(
     }
     let names = text(namespace).zip(text(revision));
     table.lookup(names, Some(&normalize_host(host)))
-}
-
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the pod closes the connection.
-    Close,
 }
 
 /// A pod's response head, rewritten for the client.
@@ -303,43 +247,16 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
     if status == 101 {
         return Err(BadResponse::Upgrade);
     }
-    let headers = &*resp.headers;
-    let mut connection: Vec<&[u8]> = Vec::new();
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut date = false;
-    for h in headers {
-        if eq(h.name, "connection") {
-            connection.push(h.value);
-        } else if eq(h.name, "transfer-encoding") {
-            // Only the last coding frames the message (RFC 9112 §6.1).
-            chunked = tokens(h.value).last().is_some_and(|t| eq(t, "chunked"));
-        } else if eq(h.name, "content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(BadResponse::Malformed)?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(BadResponse::Malformed);
-            }
-            length = Some(parsed);
-        } else if eq(h.name, "date") {
-            date = true;
-        }
-    }
+    let fields = &*resp.headers;
+    let scanned = ResponseHead::scan(
+        status,
+        extras.is_head,
+        fields.iter().map(|h| (h.name, h.value)),
+    )
+    .map_err(|_| BadResponse::Malformed)?;
+    let framing = scanned.framing;
     let informational = (100..200).contains(&status);
-    let framing = if informational || extras.is_head || status == 204 || status == 304 {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::Close
-    };
-    let listed = listed(&connection);
-    let pod_close = version == 0 || named_in(&listed, "close");
+    let pod_close = version == 0 || scanned.conflicting || scanned.connection.has("close");
     let close = !informational && (extras.close || framing == Framing::Close);
 
     let mut head = Vec::with_capacity(head_len + 96);
@@ -353,26 +270,20 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
         .unwrap_or("");
     head.extend_from_slice(reason.as_bytes());
     head.extend_from_slice(b"\r\n");
-    for h in headers {
-        // The framing goes through as it came: the body is relayed byte for byte.
-        let framing_header =
-            eq(h.name, "transfer-encoding") && matches!(framing, Framing::Chunked | Framing::Close);
-        if !framing_header && (hop_by_hop(h.name) || named_in(&listed, h.name))
-            || (eq(h.name, "content-length") && chunked)
-        {
-            continue;
+    for h in fields {
+        // The framing fields that delimit the body as relayed go through as they came.
+        if !headers::drop_response_field(h.name, &scanned.connection, false, framing) {
+            push_field(&mut head, h.name, h.value);
         }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
     }
+    let date = scanned.date;
     if !informational {
         if !date {
             push_date(&mut head);
         }
         if let Some(ms) = extras.cold_start_ms {
-            head.extend_from_slice(b"x-kactivator-cold-start: ");
+            head.extend_from_slice(name::COLD_START.as_bytes());
+            head.extend_from_slice(b": ");
             push_decimal(&mut head, ms);
             head.extend_from_slice(b"\r\n");
         }
@@ -392,7 +303,8 @@ pub(crate) fn response(buf: &[u8], extras: Extras) -> Result<Option<Response>, B
     }))
 }
 
-/// The whole response for an error answered by the activator itself.
+/// The whole response for an error answered by the activator itself. `close` adds
+/// `Connection: close` (errors that always close carry it already).
 pub(crate) fn local(error: &Error, close: bool) -> Vec<u8> {
     let (status, headers, body) = error.response_parts();
     let mut out = Vec::with_capacity(160 + body.len());
@@ -411,7 +323,7 @@ pub(crate) fn local(error: &Error, close: bool) -> Vec<u8> {
     push_decimal(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
     push_date(&mut out);
-    if close {
+    if close && !error.closes_connection() {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -456,8 +368,10 @@ mod tests {
         test_table(&cfg)
     }
 
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
     fn proxied(raw: &str) -> Box<Request> {
-        match request(raw.as_bytes(), &table()) {
+        match request(raw.as_bytes(), &table(), PEER) {
             Next::Proxy(req) => req,
             other => panic!("not proxied: {other:?}\n{raw}"),
         }
@@ -479,7 +393,83 @@ mod tests {
         assert_eq!(
             text(&out),
             "POST /a/b?c=d HTTP/1.1\r\nhost: 10.0.0.7:8080\r\nX-Case: V\r\nContent-Length: 3\r\n\
-             k-original-host: Hello.Prod:8080\r\nte: trailers\r\nk-proxy-request: activator\r\n\r\n"
+             k-original-host: Hello.Prod:8080\r\nte: trailers\r\nx-forwarded-for: 127.0.0.3\r\n\
+             k-proxy-request: activator\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_framing_of_a_relayed_body() {
+        for conn in [
+            "Content-Length",
+            "keep-alive, content-length",
+            "host, transfer-encoding",
+        ] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nHost: api.example.com\r\nConnection: {conn}\r\nContent-Length: 5\r\n\r\nGET /"
+            );
+            let req = proxied(&raw);
+            assert_eq!(req.content_length, 5);
+            let mut out = Vec::new();
+            req.head_for("p:1", &mut out);
+            let out = text(&out);
+            assert!(out.contains("Content-Length: 5\r\n"), "{conn}: {out}");
+            assert_eq!(
+                out.to_ascii_lowercase().matches("\r\nhost: ").count(),
+                1,
+                "{out}"
+            );
+        }
+        let resp = response(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
+            extras(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(resp.framing, Framing::Length(2));
+        assert!(text(&resp.head).contains("Content-Length: 2\r\n"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_in_one_field() {
+        let req = proxied(
+            "GET / HTTP/1.1\r\nHost: api.example.com\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        req.head_for("p:1", &mut out);
+        let out = text(&out);
+        assert!(
+            out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.3\r\n"),
+            "{out}"
+        );
+        assert_eq!(
+            out.to_ascii_lowercase().matches("x-forwarded-for").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_coded_response_with_a_length_is_read_to_close() {
+        let resp = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n",
+            extras(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(resp.framing, Framing::Close);
+        assert!(resp.close && !resp.reusable);
+        let head = text(&resp.head);
+        assert!(head.contains("Transfer-Encoding: gzip\r\n") && !head.contains("Content-Length"));
+        let both = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            extras(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.framing, Framing::Chunked);
+        assert!(
+            !both.reusable,
+            "a pod sending both is not trusted with another request"
         );
     }
 
@@ -505,25 +495,39 @@ mod tests {
             "GET / HTTP/1.1\r\nhost: api.example.com\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
             "POST / HTTP/1.1\r\nhost: api.example.com\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: +1\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: api.example.com\r\nuser-agent: kube-probe/1.33\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: api.example.com\r\nk-network-probe: queue\r\n\r\n",
             "GET / HTTP/1.0\r\nhost: api.example.com\r\n\r\n",
             "GET http://api.example.com/ HTTP/1.1\r\nhost: api.example.com\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: unknown.example.com\r\n\r\n",
-            "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: grpc.prod\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GARBAGE\r\n\r\n",
         ] {
             assert!(
-                matches!(request(raw.as_bytes(), &table()), Next::General),
+                matches!(request(raw.as_bytes(), &table(), PEER), Next::General),
+                "{raw}"
+            );
+        }
+        for raw in [
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nhost: api.example.com\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nhost: api.example.com\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    request(raw.as_bytes(), &table(), PEER),
+                    Next::Reject(Error::BadRequest(_))
+                ),
                 "{raw}"
             );
         }
         assert!(matches!(
-            request(b"GET / HTTP/1.1\r\nhost: api.exa", &table()),
+            request(b"GET / HTTP/1.1\r\nhost: api.exa", &table(), PEER),
             Next::Partial
         ));
     }
@@ -551,7 +555,7 @@ mod tests {
                 }
                 bytes.truncate(rng.random_range(0..=bytes.len()));
             }
-            let _ = request(&bytes, &table);
+            let _ = request(&bytes, &table, PEER);
             let _ = response(
                 &bytes,
                 Extras {
