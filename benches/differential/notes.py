@@ -4,7 +4,7 @@ A note starting with "safe" clears the soft flags (POD-REJECT, FWD-NGINX-REJECTE
 case; the hard flags (POISONED, EXTRA-REQ, CLIENT-DESYNC) are never cleared by a note. A note is
 shown for cases that differ or are flagged; on a case that behaves as nginx does only a note
 starting with "same" is shown. The notes describe kactivator after the issue-10 hardening (main
-febb1f5); the notes of the run before it are kept in benches/results/differential-before.csv.
+518d589); the notes of the run before it are kept in benches/results/differential-before.csv.
 """
 
 _REFUSED_BOTH = "differs: both refuse, nginx with 501 (unknown coding), kactivator with 400."
@@ -61,10 +61,9 @@ NOTES = {
                               "general path answers 502 too.",
     "r-103-then-200@general": _GENERAL_1XX,
     "r-100-unsolicited@general": _GENERAL_1XX,
-    "r-101-unsolicited@general": "differs, to fix: kactivator's general path relays a 101 to a client that "
-                                 "sent no `Upgrade` (its `Connection`/`Upgrade` headers stripped) and closes; "
-                                 "the fast path's 502 is right. No other client is involved (the pod "
-                                 "connection is not reused; victims clean).",
+    "r-101-unsolicited@general": "differs: kactivator answers 502 (before 445a256 its general path relayed "
+                                 "the 101 to a client that had asked for no upgrade); nginx, after its own "
+                                 "100, never answers.",
     "r-status-malformed@general": _GENERAL_502,
     "r-cl-plus@general": _GENERAL_502,
     "r-chunk-size-bad@general": "differs: both cut the connection without a final response.",
