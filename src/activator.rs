@@ -8,7 +8,7 @@
 mod body;
 mod breaker;
 pub mod error;
-mod h1;
+pub(crate) mod h1;
 mod handler;
 mod headers;
 mod lb;
@@ -18,7 +18,7 @@ mod retry;
 mod revision;
 mod server;
 mod stats;
-mod throttler;
+pub(crate) mod throttler;
 
 use std::net::SocketAddr;
 

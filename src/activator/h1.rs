@@ -8,8 +8,8 @@
 //! connection (with the bytes already read) to hyper, which answers them as before. The
 //! admission rules, load balancing, retries, timeouts and accounting are the handler's.
 
-mod chunked;
-mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 mod prefixed;
 pub(crate) mod upstream;
 

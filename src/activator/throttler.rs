@@ -235,8 +235,8 @@ pub(crate) fn capacity(container_concurrency: u32, endpoints: usize) -> usize {
     }
 }
 
-/// A table built from `cfg` alone, for other modules' tests.
-#[cfg(test)]
+/// A table built from `cfg` alone, for other modules' tests and the fuzzing shim.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn test_table(cfg: &Config) -> Table {
     Writer::default().rebuild(cfg)
 }
