@@ -262,9 +262,16 @@ async fn probe_loop(
     kick: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    // What the pod was learned to speak while it stays up (TCP probes learn once per start).
+    let mut known: Option<Speaks> = None;
+    let mut known_in = 0;
     loop {
         let cfg = config.borrow().clone();
         let started_in = epoch.load(Ordering::Acquire);
+        if started_in != known_in {
+            // Ejected since: it may be a new process, speaking something else.
+            known = None;
+        }
         let a = &cfg.activator;
         // Endpoints of an unconfigured revision (a stale discovery entry) are probed as `auto`.
         let protocol = cfg.revision(&key).map(|r| r.protocol).unwrap_or_default();
@@ -274,12 +281,14 @@ async fn probe_loop(
             addr,
             &a.probe_path,
             a.probe_timeout,
+            known,
         );
         let speaks = tokio::select! {
             () = stop.cancelled() => return,
             speaks = probe => speaks,
         };
         let ok = speaks.is_some();
+        (known, known_in) = (speaks, started_in);
         let result = ProbeResult {
             key: key.clone(),
             addr,

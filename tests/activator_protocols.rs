@@ -230,3 +230,50 @@ async fn auto_keeps_each_clients_version_when_the_pod_speaks_both() {
     assert_eq!(reply.line("version"), Some("HTTP/1.1"), "{}", reply.body);
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn tcp_probes_learn_http1_only_pods_so_http2_clients_reach_them() {
+    let app1 = backend::http1_echo().await;
+    let yaml = config(&[("web", "", app1.addr)])
+        .replace("activator:\n", "activator:\n  probe_style: tcp\n");
+    let app = start(Mode::Activator, &yaml).await;
+    let reply = get(&http2(), &app, "web").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.line("version"), Some("HTTP/1.1"), "{}", reply.body);
+    // The preface the probe sent reached no app as a request.
+    assert_eq!(app1.hits(), 1);
+    app.shutdown().await.unwrap();
+}
+
+/// The README demo: `curl --http2-prior-knowledge` to the demo app (HTTP/1.1 only), started
+/// by the local autoscaler on the first request.
+#[tokio::test]
+async fn the_demo_app_answers_an_http2_client_from_zero() {
+    const BIN: &str = env!("CARGO_BIN_EXE_kactivator");
+    let app = start(
+        Mode::Activator,
+        &format!(
+            "discovery: local
+revisions:
+  - name: demo
+    hosts: [demo.example.com]
+    command: [\"{BIN}\"]
+    env: {{KACTIVATOR_DEMO_APP: \"1\"}}
+"
+        ),
+    )
+    .await;
+    let req = Request::get(format!("http://{}/", app.http()))
+        .header("host", "demo.example.com")
+        .body(Full::default())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, http2().request(req))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(body, "Hello from demo!\n");
+    app.shutdown().await.unwrap();
+}

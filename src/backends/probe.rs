@@ -32,24 +32,34 @@ enum Wire {
 ///
 /// `protocol` decides the probe's HTTP version: `http1` and `h2c` probe in that version only;
 /// `auto` probes in both at once and is healthy when either passes, learning which. A `tcp`
-/// probe learns nothing: `auto` then assumes the client's version will do (`Speaks::ANY`).
+/// probe of an `auto` revision learns what it can from the pod's answer to the HTTP/2 preface
+/// ([`sniff`]), unless `known` already says (what the last passing probe learned).
 pub(super) async fn probe(
     style: ProbeStyle,
     protocol: Protocol,
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
+    known: Option<Speaks>,
 ) -> Option<Speaks> {
     let knative = style == ProbeStyle::Knative;
+    if style == ProbeStyle::Tcp {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        return Some(match (protocol, known) {
+            (Protocol::Http1, _) => Speaks::HTTP1,
+            (Protocol::H2c, _) => Speaks::H2C,
+            (Protocol::Auto, Some(known)) => known,
+            // Healthy either way: a pod slow to answer is not learned, not failed.
+            (Protocol::Auto, None) => tokio::time::timeout_at(deadline, sniff(stream))
+                .await
+                .unwrap_or(Speaks::ANY),
+        });
+    }
     let fut = async {
-        if style == ProbeStyle::Tcp {
-            TcpStream::connect(addr).await.ok()?;
-            return Some(match protocol {
-                Protocol::Auto => Speaks::ANY,
-                Protocol::Http1 => Speaks::HTTP1,
-                Protocol::H2c => Speaks::H2C,
-            });
-        }
         let speaks = match protocol {
             Protocol::Http1 => Speaks {
                 http1: http_probe(Wire::Http1, addr, path, knative).await,
@@ -70,6 +80,40 @@ pub(super) async fn probe(
         (speaks.http1 || speaks.h2c).then_some(speaks)
     };
     tokio::time::timeout(timeout, fut).await.ok().flatten()
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame (length 0, type 4, stream 0).
+const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// An HTTP/2 frame header's size: enough of an answer to tell.
+const FRAME_HEADER: usize = 9;
+
+/// What a pod that accepted a TCP connection speaks, from its answer to the HTTP/2 preface
+/// (which no server takes for a request, so no app sees one). An h2c server answers with its
+/// SETTINGS frame at once: h2c, with HTTP/1.1 unknown. A server that answers in HTTP/1.x (nginx:
+/// 400) or closes without a byte (hyper) does not speak h2c: HTTP/1.1. Anything else (silence
+/// until the probe timeout, other bytes) teaches nothing. Unknown halves stay allowed, so that
+/// the client's version is used, as before protocols were learned: a TCP probe cannot tell an
+/// h2c-only pod from one that speaks both.
+async fn sniff(mut stream: TcpStream) -> Speaks {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if stream.write_all(H2_HELLO).await.is_err() {
+        return Speaks::ANY;
+    }
+    let mut buf = [0u8; FRAME_HEADER];
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) if n == 0 => return Speaks::HTTP1,
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    if buf[..n].starts_with(b"HTTP/1.") {
+        Speaks::HTTP1
+    } else {
+        // A SETTINGS frame (`buf[3] == 4`) or bytes unknown.
+        Speaks::ANY
+    }
 }
 
 /// One HTTP probe in `wire`; `true` when it passed.

@@ -215,12 +215,14 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 /// Reads a little of each request, then drops the connection without answering: a pod that
-/// died after the request reached it.
+/// died after the request reached it. The HTTP/2 preface of the activator's TCP probe (which
+/// learns whether a pod speaks h2c) is no request and is not counted.
 pub async fn rude() -> Backend {
     spawn_accept(|mut stream, hits, _| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 16];
-        if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n > 0 && !buf.starts_with(b"PRI * HTTP/2.0") {
             hits.fetch_add(1, Ordering::SeqCst);
         }
     })

@@ -60,7 +60,7 @@ async fn server(serves: Serves) -> (SocketAddr, Arc<Mutex<Vec<http::Version>>>) 
 }
 
 async fn run(style: ProbeStyle, protocol: Protocol, addr: SocketAddr) -> Option<Speaks> {
-    probe(style, protocol, addr, "/healthz", TIMEOUT).await
+    probe(style, protocol, addr, "/healthz", TIMEOUT, None).await
 }
 
 #[tokio::test]
@@ -94,12 +94,66 @@ async fn configured_protocols_probe_in_that_protocol_only() {
 }
 
 #[tokio::test]
-async fn tcp_learns_nothing_and_failures_are_unhealthy() {
-    let (h2, seen) = server(Serves::H2c).await;
+async fn tcp_probes_of_auto_revisions_tell_http1_only_pods_from_the_preface_answer() {
+    let (h1, seen_h1) = server(Serves::Http1).await;
+    let (h2, seen_h2) = server(Serves::H2c).await;
+    let (both, seen_both) = server(Serves::Both).await;
+    assert_eq!(
+        run(ProbeStyle::Tcp, Protocol::Auto, h1).await,
+        Some(Speaks::HTTP1)
+    );
+    // h2c-only and both answer the preface alike: the client's version decides.
     assert_eq!(
         run(ProbeStyle::Tcp, Protocol::Auto, h2).await,
         Some(Speaks::ANY)
     );
+    assert_eq!(
+        run(ProbeStyle::Tcp, Protocol::Auto, both).await,
+        Some(Speaks::ANY)
+    );
+    // nginx answers the preface with a 400 instead of closing.
+    let nginx_like = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nginx_addr = nginx_like.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut s, _) = nginx_like.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    });
+    assert_eq!(
+        run(ProbeStyle::Tcp, Protocol::Auto, nginx_addr).await,
+        Some(Speaks::HTTP1)
+    );
+    // No app saw a request.
+    for seen in [seen_h1, seen_h2, seen_both] {
+        assert!(seen.lock().await.is_empty());
+    }
+    // What is known is not asked again.
+    let known = Some(Speaks::H2C);
+    assert_eq!(
+        probe(ProbeStyle::Tcp, Protocol::Auto, h1, "/", TIMEOUT, known).await,
+        known
+    );
+    // A pod that accepts and never answers is healthy (TCP) and unknown, within the timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let got = probe(
+        ProbeStyle::Tcp,
+        Protocol::Auto,
+        silent.local_addr().unwrap(),
+        "/",
+        Duration::from_millis(100),
+        None,
+    )
+    .await;
+    assert_eq!(got, Some(Speaks::ANY));
+}
+
+#[tokio::test]
+async fn tcp_probes_of_configured_protocols_and_failures() {
+    let (h2, seen) = server(Serves::H2c).await;
     assert_eq!(
         run(ProbeStyle::Tcp, Protocol::Http1, h2).await,
         Some(Speaks::HTTP1)
@@ -132,6 +186,7 @@ async fn a_silent_pod_fails_within_the_timeout() {
         addr,
         "/healthz",
         Duration::from_millis(200),
+        None,
     )
     .await;
     assert_eq!(got, None);
