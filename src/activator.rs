@@ -13,6 +13,7 @@ mod handler;
 mod headers;
 mod lb;
 mod probe_handler;
+mod protocol;
 mod proxy;
 mod retry;
 mod revision;
@@ -73,7 +74,7 @@ impl Activator {
         };
         let http = bind(cfg.listen.http).await?;
         let h2c = bind(cfg.listen.h2c).await?;
-        let throttler = Throttler::spawn(ctx.config.clone(), backends.healthy());
+        let throttler = Throttler::spawn(ctx.config.clone(), backends.pods());
         let tunnels = TaskTracker::new();
         let handler = Handler::new(
             throttler,
