@@ -282,6 +282,15 @@ async fn attempts(
         };
         let tracker = in_flight.tracker();
         let addr = tracker.addr;
+        if !tracker.speaks().http1 {
+            // This path only speaks HTTP/1.1 upstream; the revision was taken while every pod
+            // did. A pod that joined since and does not is passed over like a failed connect.
+            let source = io::Error::new(io::ErrorKind::Unsupported, "pod does not speak HTTP/1.1");
+            if h.retry(rev, &mut attempts, addr, Failure::Connect, true, &source) == Retry::Fail {
+                return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+            }
+            continue;
+        }
         let pooled = if attempts.fresh() {
             None
         } else {
