@@ -238,6 +238,8 @@ async fn a_long_streaming_exchange_is_not_cut_by_the_idle_timeout() {
     app.shutdown().await.unwrap();
 }
 
+/// hyper adds the header itself once keep-alive is off (its graceful shutdown): a guard, so
+/// that the connection handling around it keeps calling that shutdown at closing.
 #[tokio::test]
 async fn an_http1_response_on_the_hyper_path_finished_at_closing_says_connection_close() {
     let echo = backend::http_echo().await;
@@ -262,6 +264,8 @@ async fn an_http1_response_on_the_hyper_path_finished_at_closing_says_connection
     assert!(text.ends_with("slow"), "{text}");
 }
 
+/// A client that does not acknowledge the GOAWAY's PING (as a silent one would not) is still
+/// closed, once nothing is in flight.
 #[tokio::test]
 async fn http2_connections_get_goaway_at_closing_and_their_streams_finish() {
     let echo = backend::http_echo().await;

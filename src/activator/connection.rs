@@ -1,5 +1,5 @@
 //! Client connections on the general (hyper) path: requests counted in flight, the idle
-//! watchdog, and the drain (`Connection: close`, GOAWAY).
+//! watchdog, and the drain.
 //!
 //! hyper bounds an HTTP/1.1 head's arrival but has no HTTP/2 idle timeout: a client that sends
 //! the preface (and SETTINGS) and then nothing would hold its connection forever. Each
@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderValue, Request, StatusCode, Version, header};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -52,21 +52,13 @@ pub(crate) async fn serve<T>(
     let mut builder = builder.clone();
     builder.http1().header_read_timeout(idle);
     let (busy, mut watch) = InFlight::new();
-    let closing = drain.clone();
+    // At closing hyper itself answers HTTP/1.1 with `Connection: close` (keep-alive off) and
+    // HTTP/2 with GOAWAY; the service only counts requests in flight.
     let svc = service_fn(move |req: Request<Incoming>| {
         let guard = busy.start();
         let handler = handler.clone();
-        let drain = closing.clone();
         async move {
-            let http1 = req.version() < Version::HTTP_2;
-            let Ok(mut resp) = handler.handle(req).await;
-            // hyper closes an HTTP/1.1 connection after its response at closing, but says so
-            // only if the response does: without the header the client's next request on
-            // it would meet an unannounced EOF.
-            if http1 && drain.is_closing() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
+            let Ok(resp) = handler.handle(req).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 guard: Some(guard),
