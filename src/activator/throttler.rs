@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) queue_timeout: Duration,
     pub(crate) max_retries: u32,
     pub(crate) max_header_bytes: usize,
+    /// How long a client connection may go with no request in flight and no complete head.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// One revision's live state; the same `Arc` survives config reloads.
@@ -216,6 +218,7 @@ impl Writer {
                 queue_timeout: a.queue_timeout,
                 max_retries: a.max_retries,
                 max_header_bytes: a.max_header_bytes,
+                idle_timeout: a.idle_timeout,
             },
             cluster_domain: cfg.cluster_domain.to_ascii_lowercase().into_boxed_str(),
             names,
