@@ -647,6 +647,8 @@ def phase_hold(cfg):
     yaml = f"""discovery: local
 activator:
   queue_depth: {max(n, 10000)}
+  # The default (half the descriptors) is just under 10,000 with a 20,000 limit.
+  max_connections: {n + 100}
 revisions:
 {revision_yaml("hold", cfg["hold_delay_ms"], ready, scale_to_zero="30s", cc=cfg["hold_cc"])}"""
     kact = start_kactivator("kactivator-hold", "activator", yaml)

@@ -7,18 +7,20 @@
 
 mod body;
 mod breaker;
+mod connection;
 pub mod error;
-mod h1;
+pub(crate) mod h1;
 mod handler;
 mod headers;
 mod lb;
 mod probe_handler;
+mod protocol;
 mod proxy;
 mod retry;
 mod revision;
 mod server;
 mod stats;
-mod throttler;
+pub(crate) mod throttler;
 
 use std::net::SocketAddr;
 
@@ -51,15 +53,50 @@ pub struct Activator {
     h2c: TcpListener,
     handler: Handler,
     max_header_bytes: usize,
+    /// Per listener.
+    max_connections: usize,
     drain: Drain,
     tunnels: TaskTracker,
+}
+
+/// File descriptors kept for everything but client connections: listeners, the admin port's
+/// connections, the autoscaler and Kubernetes clients, probes, logs.
+const RESERVED_FDS: u64 = 256;
+/// The derived connection limit never goes below this (a tiny descriptor limit is an
+/// operator's choice; serving a few clients beats serving none).
+const MIN_CONNECTIONS: u64 = 16;
+
+/// `activator.max_connections`, else half of the descriptors left after `RESERVED_FDS`, per
+/// listener: idle client connections on both listeners together cannot exhaust them, and a
+/// client connection with a request in flight has room for its pod connection.
+///
+/// The soft descriptor limit is first raised to the hard one, as Go's runtime (Knative's
+/// activator) does at start.
+fn max_connections(configured: Option<usize>) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Some(max) = configured {
+        return max;
+    }
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return usize::MAX;
+    };
+    let limit = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if limit == nix::sys::resource::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    let derived = (limit.saturating_sub(RESERVED_FDS) / 2).max(MIN_CONNECTIONS);
+    usize::try_from(derived).unwrap_or(usize::MAX)
 }
 
 impl Activator {
     /// Binds `listen.http` and `listen.h2c` and starts the throttler's table writer.
     ///
-    /// `activator.connect_timeout` and the HTTP/1.1 read buffer (`max_header_bytes`) are read
-    /// here; the other activator settings apply live on reload.
+    /// `activator.connect_timeout`, `activator.max_connections` and the HTTP/1.1 read buffer
+    /// (`max_header_bytes`) are read here; the other activator settings apply live on reload.
     pub async fn bind(
         ctx: &Context,
         reporter: ConcurrencyReporter,
@@ -73,8 +110,10 @@ impl Activator {
         };
         let http = bind(cfg.listen.http).await?;
         let h2c = bind(cfg.listen.h2c).await?;
-        let throttler = Throttler::spawn(ctx.config.clone(), backends.healthy());
+        let throttler = Throttler::spawn(ctx.config.clone(), backends.pods());
         let tunnels = TaskTracker::new();
+        let max_connections = max_connections(cfg.activator.max_connections);
+        tracing::info!(max_connections, "Client connections per listener");
         let handler = Handler::new(
             throttler,
             cfg.activator.connect_timeout,
@@ -88,6 +127,7 @@ impl Activator {
             h2c,
             handler,
             max_header_bytes: cfg.activator.max_header_bytes,
+            max_connections,
             drain: ctx.drain.clone(),
             tunnels,
         })
@@ -110,6 +150,7 @@ impl Activator {
             h2c,
             handler,
             max_header_bytes,
+            max_connections,
             drain,
             tunnels,
         } = self;
@@ -120,6 +161,7 @@ impl Activator {
                 builder(Protocols::Auto, max_header_bytes),
                 handler.clone(),
                 drain.clone(),
+                max_connections,
             ),
             server::serve(
                 h2c,
@@ -127,6 +169,7 @@ impl Activator {
                 builder(Protocols::H2c, max_header_bytes),
                 handler,
                 drain,
+                max_connections,
             ),
         );
         tunnels.close();

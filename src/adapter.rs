@@ -7,9 +7,9 @@
 
 mod coalescer;
 mod error;
-mod ext_authz;
+pub(crate) mod ext_authz;
 mod hold;
-mod key;
+pub(crate) mod key;
 mod mixer;
 mod params;
 mod poke;

@@ -11,6 +11,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::drain::Drain;
@@ -97,14 +98,14 @@ impl Admin {
         self.listener.local_addr()
     }
 
-    /// Serves until `drain` reaches the closing step. The admin port outlives the drain delay
-    /// so that `/readyz` can report `draining`.
-    pub async fn run(self, drain: Drain) -> std::io::Result<()> {
+    /// Serves until `stop` is cancelled: the caller stops it last, once everything else has
+    /// drained, so that `/healthz`, `/readyz` (`draining`) and `/metrics` answer until exit.
+    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         info!(%addr, "Admin server listening");
         // A periodic upkeep keeps histogram summaries bounded (metrics-exporter-prometheus).
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { drain.closing().await })
+            .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     }
 }

@@ -21,6 +21,10 @@ use crate::{
     metrics,
 };
 
+/// How long the admin server's open connections get to finish once everything else has
+/// stopped.
+const ADMIN_CLOSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What every component is handed: the live config, the drain state, readiness, identity.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -178,7 +182,8 @@ impl App {
         } = self;
         info!(?addrs, "kactivator started");
         let drain = ctx.drain.clone();
-        let admin_task = tokio::spawn(admin.run(drain.clone()));
+        // Stopped last (at `exit`): probes and scrapes see the whole drain.
+        let mut admin_task = tokio::spawn(admin.run(exit.clone()));
         // Local pods must outlive the data path: queued requests still need them while draining.
         let pods_stop = CancellationToken::new();
         let local_task: Option<JoinHandle<()>> =
@@ -229,10 +234,12 @@ impl App {
             let _ = task.await;
         }
         exit.cancel();
-        match admin_task.await {
-            Ok(Err(error)) => warn!(%error, "Admin server failed"),
-            Err(error) => warn!(%error, "Admin server panicked"),
-            Ok(Ok(())) => {}
+        // Its open connections finish their requests, but a slow one must not hold the exit.
+        match tokio::time::timeout(ADMIN_CLOSE, &mut admin_task).await {
+            Ok(Ok(Err(error))) => warn!(%error, "Admin server failed"),
+            Ok(Err(error)) => warn!(%error, "Admin server panicked"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => admin_task.abort(),
         }
         info!("kactivator stopped");
         result

@@ -2,7 +2,9 @@
 //!
 //! One writer task owns the healthy table. Each discovered endpoint gets a prober task that
 //! reports to the writer; an endpoint gets traffic only after a probe passed. Healthy endpoints
-//! keep being probed (more slowly) so that a dead pod leaves even if discovery lags.
+//! keep being probed (more slowly) so that a dead pod leaves even if discovery lags. Probes are
+//! sent in the revision's protocol; for `auto`, each probe learns (again) what the pod speaks,
+//! published with the healthy table as [`Pods`].
 
 mod probe;
 
@@ -22,7 +24,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::SharedConfig,
-    endpoints::{EndpointMap, Endpoints},
+    endpoints::{EndpointMap, Endpoints, Pod, PodMap, Pods, Speaks},
     revision::RevisionKey,
 };
 
@@ -37,6 +39,7 @@ const EJECT_QUEUE: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Backends {
     healthy: watch::Receiver<Endpoints>,
+    pods: watch::Receiver<Pods>,
     eject: mpsc::Sender<(RevisionKey, SocketAddr)>,
 }
 
@@ -48,24 +51,36 @@ impl Backends {
         exit: CancellationToken,
     ) -> Self {
         let (healthy_tx, healthy) = watch::channel(Endpoints::default());
+        let (pods_tx, pods) = watch::channel(Pods::default());
         let (eject, eject_rx) = mpsc::channel(EJECT_QUEUE);
         let (results_tx, results_rx) = mpsc::channel(EJECT_QUEUE);
         let writer = Writer {
             config,
             discovered,
             healthy: healthy_tx,
+            pods: pods_tx,
             results_tx,
             probers: HashMap::new(),
             exit,
         };
         // Detached: it stops on `exit`, and its probers stop with it.
         tokio::spawn(writer.run(results_rx, eject_rx));
-        Self { healthy, eject }
+        Self {
+            healthy,
+            pods,
+            eject,
+        }
     }
 
     /// Endpoints that passed a probe and were not ejected since.
     pub fn healthy(&self) -> watch::Receiver<Endpoints> {
         self.healthy.clone()
+    }
+
+    /// The healthy table with what each pod speaks; published just before [`Self::healthy`],
+    /// by the same writer.
+    pub fn pods(&self) -> watch::Receiver<Pods> {
+        self.pods.clone()
     }
 
     /// Passive ejection: `addr` refused a connection; keep it out until a probe passes.
@@ -82,12 +97,14 @@ struct ProbeResult {
     key: RevisionKey,
     addr: SocketAddr,
     epoch: u64,
-    ok: bool,
+    /// `None`: the probe failed.
+    speaks: Option<Speaks>,
 }
 
 #[derive(Debug)]
 struct Prober {
-    healthy: bool,
+    /// `Some` while healthy: what the last passing probe found the pod to speak.
+    healthy: Option<Speaks>,
     /// Bumped on ejection: a probe that started earlier cannot bring the endpoint back.
     epoch: Arc<AtomicU64>,
     /// Asks the prober to probe now rather than at its next tick.
@@ -106,6 +123,7 @@ struct Writer {
     config: watch::Receiver<SharedConfig>,
     discovered: watch::Receiver<Endpoints>,
     healthy: watch::Sender<Endpoints>,
+    pods: watch::Sender<Pods>,
     results_tx: mpsc::Sender<ProbeResult>,
     probers: HashMap<(RevisionKey, SocketAddr), Prober>,
     exit: CancellationToken,
@@ -149,7 +167,7 @@ impl Writer {
                 continue;
             }
             let prober = Prober {
-                healthy: false,
+                healthy: None,
                 epoch: Arc::new(AtomicU64::new(0)),
                 kick: Arc::new(Notify::new()),
                 stop: self.exit.child_token(),
@@ -170,10 +188,10 @@ impl Writer {
     fn eject(&mut self, key: RevisionKey, addr: SocketAddr) {
         if let Some(p) = self.probers.get_mut(&(key.clone(), addr)) {
             p.epoch.fetch_add(1, Ordering::AcqRel);
-            if p.healthy {
+            if p.healthy.is_some() {
                 info!(revision = %key, %addr, "Endpoint ejected after a refused connection");
             }
-            p.healthy = false;
+            p.healthy = None;
             p.kick.notify_one();
         }
     }
@@ -185,28 +203,45 @@ impl Writer {
         if r.epoch != p.epoch.load(Ordering::Acquire) {
             return;
         }
-        if p.healthy != r.ok {
-            debug!(revision = %r.key, addr = %r.addr, healthy = r.ok, "Endpoint health changed");
+        if p.healthy != r.speaks {
+            debug!(revision = %r.key, addr = %r.addr, speaks = ?r.speaks, "Endpoint health changed");
         }
-        p.healthy = r.ok;
+        p.healthy = r.speaks;
     }
 
-    /// Publishes the healthy table when it differs from the one published.
+    /// Publishes the healthy table when it differs from the one published: with protocols
+    /// first, then addresses only, so that a reader of either never sees an older table after
+    /// a newer one of the other.
     fn publish(&self) {
-        let mut map: HashMap<RevisionKey, Vec<SocketAddr>> = HashMap::new();
+        let mut map: HashMap<RevisionKey, Vec<Pod>> = HashMap::new();
         for ((key, addr), p) in &self.probers {
-            if p.healthy {
-                map.entry(key.clone()).or_default().push(*addr);
+            if let Some(speaks) = p.healthy {
+                map.entry(key.clone()).or_default().push(Pod {
+                    addr: *addr,
+                    speaks,
+                });
             }
         }
-        let next: EndpointMap = map
+        let pods: PodMap = map
             .into_iter()
             .map(|(k, mut v)| {
                 // Sorted, so that "first available" and equality checks are stable.
-                v.sort_unstable();
+                v.sort_unstable_by_key(|p| p.addr);
                 (k, Arc::from(v))
             })
             .collect();
+        let next: EndpointMap = pods
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|p| p.addr).collect()))
+            .collect();
+        self.pods.send_if_modified(|cur| {
+            if **cur == pods {
+                false
+            } else {
+                *cur = Arc::new(pods);
+                true
+            }
+        });
         self.healthy.send_if_modified(|cur| {
             if **cur == next {
                 false
@@ -227,19 +262,38 @@ async fn probe_loop(
     kick: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    // What the pod was learned to speak while it stays up (TCP probes learn once per start).
+    let mut known: Option<Speaks> = None;
+    let mut known_in = 0;
     loop {
         let cfg = config.borrow().clone();
         let started_in = epoch.load(Ordering::Acquire);
+        if started_in != known_in {
+            // Ejected since: it may be a new process, speaking something else.
+            known = None;
+        }
         let a = &cfg.activator;
-        let ok = tokio::select! {
+        // Endpoints of an unconfigured revision (a stale discovery entry) are probed as `auto`.
+        let protocol = cfg.revision(&key).map(|r| r.protocol).unwrap_or_default();
+        let probe = probe::probe(
+            cfg.probe_style(),
+            protocol,
+            addr,
+            &a.probe_path,
+            a.probe_timeout,
+            known,
+        );
+        let speaks = tokio::select! {
             () = stop.cancelled() => return,
-            ok = probe::probe(cfg.probe_style(), addr, &a.probe_path, a.probe_timeout) => ok,
+            speaks = probe => speaks,
         };
+        let ok = speaks.is_some();
+        (known, known_in) = (speaks, started_in);
         let result = ProbeResult {
             key: key.clone(),
             addr,
             epoch: started_in,
-            ok,
+            speaks,
         };
         if results.send(result).await.is_err() {
             return;

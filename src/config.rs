@@ -119,7 +119,14 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if a.max_connections == Some(0) {
+            return Err(Error::invalid(
+                "activator.max_connections",
+                "must be at least 1",
+            ));
+        }
         for (key, d) in [
+            ("activator.idle_timeout", a.idle_timeout),
             ("activator.queue_timeout", a.queue_timeout),
             ("activator.probe_period", a.probe_period),
             ("activator.probe_timeout", a.probe_timeout),

@@ -16,6 +16,57 @@ pub type EndpointMap = HashMap<RevisionKey, Arc<[SocketAddr]>>;
 /// A published snapshot of an [`EndpointMap`].
 pub type Endpoints = Arc<EndpointMap>;
 
+/// The HTTP versions a pod answered a probe in. Both set when nothing was learned (a `tcp`
+/// probe): the request then goes out in the client's version, as it always did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Speaks {
+    pub http1: bool,
+    /// HTTP/2 over cleartext with prior knowledge.
+    pub h2c: bool,
+}
+
+impl Speaks {
+    /// Unknown, or both: the client's version is fine.
+    pub const ANY: Self = Self {
+        http1: true,
+        h2c: true,
+    };
+    pub const HTTP1: Self = Self {
+        http1: true,
+        h2c: false,
+    };
+    pub const H2C: Self = Self {
+        http1: false,
+        h2c: true,
+    };
+
+    /// As one byte, for an atomic.
+    pub fn bits(self) -> u8 {
+        u8::from(self.http1) | (u8::from(self.h2c) << 1)
+    }
+
+    pub fn from_bits(bits: u8) -> Self {
+        Self {
+            http1: bits & 1 != 0,
+            h2c: bits & 2 != 0,
+        }
+    }
+}
+
+/// A healthy pod and what it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pod {
+    pub addr: SocketAddr,
+    pub speaks: Speaks,
+}
+
+/// Healthy pods of every known revision, sorted by address; the healthy [`EndpointMap`] with
+/// each pod's protocols.
+pub type PodMap = HashMap<RevisionKey, Arc<[Pod]>>;
+
+/// A published snapshot of a [`PodMap`].
+pub type Pods = Arc<PodMap>;
+
 /// Number of endpoints `key` has in `map`.
 pub fn count(map: &EndpointMap, key: &RevisionKey) -> usize {
     map.get(key).map_or(0, |e| e.len())

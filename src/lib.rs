@@ -27,6 +27,9 @@ pub mod demo;
 pub mod discovery;
 pub mod drain;
 pub mod endpoints;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proto;
 pub mod revision;

@@ -8,19 +8,15 @@
 //! connection (with the bytes already read) to hyper, which answers them as before. The
 //! admission rules, load balancing, retries, timeouts and accounting are the handler's.
 
-mod chunked;
-mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 mod prefixed;
 pub(crate) mod upstream;
 
-use std::{future::Future, io, net::IpAddr, time::Duration};
+use std::{io, net::IpAddr, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto::Builder,
-};
+use hyper_util::{rt::TokioExecutor, server::conn::auto::Builder};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -37,6 +33,7 @@ use self::{
 use super::{
     body::{CLIENT_CLOSED, Completion},
     breaker::Permit,
+    connection,
     error::Error,
     handler::{Handler, Inner, MIN_HEAD_BUFFER},
     headers,
@@ -51,9 +48,6 @@ use crate::drain::Drain;
 const CLIENT_BUF: usize = 2048;
 /// Largest read buffer a client connection keeps between requests.
 const MAX_IDLE_BUF: usize = 4 * CLIENT_BUF;
-/// A request head (including the wait for it on an idle connection) must arrive within this,
-/// as with hyper's default header read timeout.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// While a request waits, the client's further bytes (its body, pipelined requests) are read
 /// ahead up to this much, so that a closed connection is noticed.
 const READ_AHEAD: usize = 64 * 1024;
@@ -117,55 +111,15 @@ pub(crate) async fn serve(
 
 /// Hands the connection to hyper, the bytes already read first.
 async fn serve_general(client: Client, handler: Handler, general: &General, drain: Drain) {
-    let peer = client.peer;
-    let svc = service_fn(move |req| handler.clone().handle(req, Some(peer)));
-    let io = TokioIo::new(Prefixed::new(client.buf, client.stream));
-    let conn = general.serve_connection_with_upgrades(io, svc);
-    until_closing(conn, &drain).await;
-}
-
-/// Drives a hyper connection; at closing, lets it finish its requests and close.
-pub(crate) async fn until_closing<C, E>(conn: C, drain: &Drain)
-where
-    C: Future<Output = Result<(), E>> + GracefulConn,
-    E: std::fmt::Display,
-{
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.closing() => {
-            conn.as_mut().shutdown_gracefully();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        debug!(%error, "Connection ended with an error");
-    }
-}
-
-/// A connection that can be asked to finish and close.
-pub(crate) trait GracefulConn {
-    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConn for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
+    let io = Prefixed::new(client.buf, client.stream);
+    connection::serve(io, client.peer, handler, general, drain).await;
 }
 
 /// Reads until a request head is complete (or the connection must go to the general path);
 /// `None` when the connection is done: closed, timed out, or idle at closing.
 async fn read_head(client: &mut Client, handler: &Handler, drain: &Drain) -> Option<Next> {
-    let deadline = Instant::now() + HEAD_TIMEOUT;
+    // The whole head, and the wait for it on an idle connection (`activator.idle_timeout`).
+    let deadline = Instant::now() + handler.inner().throttler.load().settings.idle_timeout;
     loop {
         if !client.buf.is_empty() {
             let table = handler.inner().throttler.load();
@@ -282,6 +236,15 @@ async fn attempts(
         };
         let tracker = in_flight.tracker();
         let addr = tracker.addr;
+        if !tracker.speaks().http1 {
+            // This path only speaks HTTP/1.1 upstream; the revision was taken while every pod
+            // did. A pod that joined since and does not is passed over like a failed connect.
+            let source = io::Error::new(io::ErrorKind::Unsupported, "pod does not speak HTTP/1.1");
+            if h.retry(rev, &mut attempts, addr, Failure::Connect, true, &source) == Retry::Fail {
+                return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+            }
+            continue;
+        }
         let pooled = if attempts.fresh() {
             None
         } else {

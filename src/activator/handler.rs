@@ -22,13 +22,13 @@ use super::{
     error::Error,
     headers::{self, RequestHead},
     lb::InFlight,
-    probe_handler,
+    probe_handler, protocol,
     proxy::{Clients, Outbound},
     retry::{Attempts, BodySlot, Failure, Retry},
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
 };
-use crate::{autoscaler::ConcurrencyReporter, backends::Backends, config::Protocol, drain::Drain};
+use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
 
 static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 
@@ -258,16 +258,10 @@ impl Inner {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         headers::rewrite_request(&mut headers, host, facts.peer);
-        // Upgrades exist only in HTTP/1.1; otherwise the revision decides (Knative: its port name).
-        let version = match route.protocol {
-            _ if upgrade => Version::HTTP_11,
-            Protocol::Auto => parts.version,
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::H2c => Version::HTTP_2,
-        };
         let mut out = Outbound {
             method: parts.method,
-            version,
+            // Set per attempt: it follows what the picked pod speaks.
+            version: parts.version,
             path: parts
                 .uri
                 .path_and_query()
@@ -276,7 +270,6 @@ impl Inner {
             headers,
         };
         let body = BodySlot::new(body);
-        let client = self.clients.for_version(out.version);
         let mut attempts = Attempts::new(settings.max_retries, facts.replayable);
         let mut active = None;
         loop {
@@ -284,6 +277,9 @@ impl Inner {
                 .pick(rev, route.container_concurrency, attempts.tried())
                 .await;
             let addr = in_flight.tracker().addr;
+            let speaks = in_flight.tracker().speaks();
+            out.version = protocol::upstream(route.protocol, parts.version, upgrade, speaks);
+            let client = self.clients.for_version(out.version);
             let last = attempts.exhausted(body.untouched());
             let up = out.request(in_flight.tracker(), body.attempt(), last)?;
             let sent_at = start.elapsed();

@@ -81,12 +81,16 @@ pub(crate) fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// The comma-separated elements of a field value, trimmed, empty ones left out.
+/// What `tokens` yields for an element that is not UTF-8: it equals no token and no field
+/// name, so it can neither be mistaken for `chunked` nor hide the elements around it.
+const INVALID: &str = "\u{fffd}";
+
+/// The comma-separated elements of a field value, trimmed of optional whitespace (SP, HTAB),
+/// empty ones left out (RFC 9110 §5.6.1).
 pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
-    std::str::from_utf8(value)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
+    value
+        .split(|b| *b == b',')
+        .map(|t| std::str::from_utf8(t).map_or(INVALID, |t| t.trim_matches([' ', '\t'])))
         .filter(|t| !t.is_empty())
 }
 
@@ -290,7 +294,8 @@ pub(crate) enum BadResponse {
 }
 
 impl<'a> ResponseHead<'a> {
-    /// Reads a response's fields and decides its framing per RFC 9112 §6.3: no body for 1xx,
+    /// Reads a response's fields and decides its framing per RFC 9112 §6.3 (a status outside
+    /// 100–999, or a `Transfer-Encoding` that is empty or not text, is malformed): no body for 1xx,
     /// 204, 304 and a response to HEAD; chunked when the final coding is `chunked`; until
     /// close when another coding is final (even with a `Content-Length`); else the
     /// `Content-Length` (differing values are an error), else until close.
@@ -299,6 +304,9 @@ impl<'a> ResponseHead<'a> {
         is_head: bool,
         fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Self, BadResponse> {
+        if !(100..1000).contains(&status) {
+            return Err(BadResponse::Malformed);
+        }
         let mut connection = Connection::default();
         let mut length: Option<u64> = None;
         // The final coding of all Transfer-Encoding fields together, when any.
@@ -308,8 +316,18 @@ impl<'a> ResponseHead<'a> {
             if eq(name, name::CONNECTION) {
                 connection.add(value);
             } else if eq(name, name::TRANSFER_ENCODING) {
-                // An empty value still says the message is transfer-coded: not chunked.
-                last_coding = Some(tokens(value).last().unwrap_or(""));
+                // A coding list a client could read another way (empty, or not text) is not
+                // relayed at all.
+                let mut codings = tokens(value).peekable();
+                if codings.peek().is_none() {
+                    return Err(BadResponse::Malformed);
+                }
+                for coding in codings {
+                    if coding == INVALID {
+                        return Err(BadResponse::Malformed);
+                    }
+                    last_coding = Some(coding);
+                }
             } else if eq(name, name::CONTENT_LENGTH) {
                 let parsed = content_length(value).ok_or(BadResponse::Malformed)?;
                 if length.is_some_and(|l| l != parsed) {

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
     },
 };
 
@@ -15,6 +15,7 @@ use http::uri::Authority;
 use rand::Rng as _;
 
 use super::h1::upstream::Pool;
+use crate::endpoints::Speaks;
 
 /// One endpoint of a revision, with the requests this activator has in flight to it.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub(crate) struct Tracker {
     /// `ip:port`, prebuilt so that the upstream URI costs no formatting per request.
     pub(crate) authority: Authority,
     in_flight: AtomicUsize,
+    /// [`Speaks`] bits, as last learned by a probe (re-learned on every probe).
+    speaks: AtomicU8,
     /// Idle HTTP/1.1 connections of the fast path; closed with the tracker.
     pub(crate) pool: Pool,
 }
@@ -35,8 +38,18 @@ impl Tracker {
             addr,
             authority,
             in_flight: AtomicUsize::new(0),
+            speaks: AtomicU8::new(Speaks::ANY.bits()),
             pool: Pool::default(),
         }
+    }
+
+    /// What the pod speaks, as far as its probes found.
+    pub(crate) fn speaks(&self) -> Speaks {
+        Speaks::from_bits(self.speaks.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_speaks(&self, speaks: Speaks) {
+        self.speaks.store(speaks.bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn in_flight(&self) -> usize {

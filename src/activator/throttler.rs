@@ -1,7 +1,14 @@
 //! The throttler: the routing table (rebuilt on config change) and, per revision, the
 //! breaker and endpoint trackers (updated on every healthy-endpoint change).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use arc_swap::{ArcSwap, Guard};
 use http::{HeaderMap, Uri};
@@ -14,8 +21,8 @@ use super::{
     stats::RevisionStats,
 };
 use crate::{
-    config::{Config, Protocol, SharedConfig},
-    endpoints::{EndpointMap, Endpoints},
+    config::{Config, ProbeStyle, Protocol, SharedConfig},
+    endpoints::{PodMap, Pods},
     revision::RevisionKey,
 };
 
@@ -26,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) queue_timeout: Duration,
     pub(crate) max_retries: u32,
     pub(crate) max_header_bytes: usize,
+    /// How long a client connection may go with no request in flight and no complete head.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// One revision's live state; the same `Arc` survives config reloads.
@@ -37,6 +46,17 @@ pub(crate) struct Revision {
     pub(crate) trackers: ArcSwap<Vec<Arc<Tracker>>>,
     pub(crate) balancer: Balancer,
     pub(crate) stats: RevisionStats,
+    /// Every healthy pod speaks HTTP/1.1, as last known (kept while the revision has none, so
+    /// that a cold start goes as the last one did); until a pod is known, whether probes assume
+    /// it (`tcp`). Lets the fast path (HTTP/1.1 upstream only) take an `auto` revision.
+    http1_everywhere: AtomicBool,
+}
+
+impl Revision {
+    /// Whether HTTP/1.1 reaches every pod of the revision (see `http1_everywhere`).
+    pub(crate) fn http1_everywhere(&self) -> bool {
+        self.http1_everywhere.load(Ordering::Relaxed)
+    }
 }
 
 /// A configured revision as a request sees it.
@@ -98,7 +118,7 @@ impl Throttler {
     /// either channel closes (at process exit, after the drain).
     pub(crate) fn spawn(
         mut config: watch::Receiver<SharedConfig>,
-        mut healthy: watch::Receiver<Endpoints>,
+        mut healthy: watch::Receiver<Pods>,
     ) -> Arc<Self> {
         let mut writer = Writer::default();
         let cfg = config.borrow_and_update().clone();
@@ -154,6 +174,8 @@ impl Writer {
         let mut next = HashMap::with_capacity(cfg.revisions.len());
         let mut names: HashMap<Box<str>, HashMap<Box<str>, Route>> = HashMap::new();
         let mut hosts = HashMap::new();
+        // Nothing is learned by a TCP probe: HTTP/1.1 is assumed, as the fast path always did.
+        let assumed_http1 = cfg.probe_style() == ProbeStyle::Tcp;
         for r in &cfg.revisions {
             let key = r.key();
             let rev = match self.revisions.get(&key) {
@@ -164,6 +186,7 @@ impl Writer {
                     trackers: ArcSwap::from_pointee(Vec::new()),
                     balancer: Balancer::default(),
                     stats: RevisionStats::new(&key),
+                    http1_everywhere: AtomicBool::new(assumed_http1),
                 }),
             };
             let route = Route {
@@ -195,6 +218,7 @@ impl Writer {
                 queue_timeout: a.queue_timeout,
                 max_retries: a.max_retries,
                 max_header_bytes: a.max_header_bytes,
+                idle_timeout: a.idle_timeout,
             },
             cluster_domain: cfg.cluster_domain.to_ascii_lowercase().into_boxed_str(),
             names,
@@ -202,26 +226,41 @@ impl Writer {
         }
     }
 
-    /// Swaps in each revision's healthy endpoints, then sets its capacity.
-    fn apply(&self, healthy: &EndpointMap) {
+    /// Swaps in each revision's healthy endpoints (with what each speaks), then sets its
+    /// capacity.
+    fn apply(&self, healthy: &PodMap) {
         for (key, (rev, cc)) in &self.revisions {
-            let addrs = healthy.get(key).map_or(&[][..], |a| &a[..]);
+            let pods = healthy.get(key).map_or(&[][..], |a| &a[..]);
             let old = rev.trackers.load();
-            let same = old.len() == addrs.len() && old.iter().zip(addrs).all(|(t, a)| t.addr == *a);
-            if !same {
-                let trackers: Vec<Arc<Tracker>> = addrs
-                    .iter()
-                    .map(|a| {
-                        // Keep the tracker (and its in-flight count) of a pod that stays.
-                        old.iter()
-                            .find(|t| t.addr == *a)
-                            .cloned()
-                            .unwrap_or_else(|| Arc::new(Tracker::new(*a)))
-                    })
-                    .collect();
-                rev.trackers.store(Arc::new(trackers));
+            let same =
+                old.len() == pods.len() && old.iter().zip(pods).all(|(t, p)| t.addr == p.addr);
+            let trackers = if same {
+                Arc::clone(&old)
+            } else {
+                Arc::new(
+                    pods.iter()
+                        .map(|p| {
+                            // Keep the tracker (and its in-flight count) of a pod that stays.
+                            old.iter()
+                                .find(|t| t.addr == p.addr)
+                                .cloned()
+                                .unwrap_or_else(|| Arc::new(Tracker::new(p.addr)))
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            };
+            // Before the store: a new tracker is never picked with a protocol not learned.
+            for (t, p) in trackers.iter().zip(pods) {
+                t.set_speaks(p.speaks);
             }
-            rev.breaker.set_capacity(capacity(*cc, addrs.len()));
+            if !pods.is_empty() {
+                let everywhere = pods.iter().all(|p| p.speaks.http1);
+                rev.http1_everywhere.store(everywhere, Ordering::Relaxed);
+            }
+            if !same {
+                rev.trackers.store(trackers);
+            }
+            rev.breaker.set_capacity(capacity(*cc, pods.len()));
         }
     }
 }
@@ -235,8 +274,8 @@ pub(crate) fn capacity(container_concurrency: u32, endpoints: usize) -> usize {
     }
 }
 
-/// A table built from `cfg` alone, for other modules' tests.
-#[cfg(test)]
+/// A table built from `cfg` alone, for other modules' tests and the fuzzing shim.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn test_table(cfg: &Config) -> Table {
     Writer::default().rebuild(cfg)
 }
@@ -248,6 +287,7 @@ mod tests {
     use http::{HeaderValue, header};
 
     use super::*;
+    use crate::endpoints::{Pod, Speaks};
 
     #[test]
     fn capacity_follows_container_concurrency_and_endpoints() {
@@ -307,17 +347,59 @@ mod tests {
             .unwrap()
             .rev
             .clone();
-        let mut eps = EndpointMap::new();
-        eps.insert(
-            rev.key.clone(),
-            Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]),
-        );
+        let mut eps = PodMap::new();
+        eps.insert(rev.key.clone(), Arc::from(vec![pod(1, Speaks::ANY)]));
         w.apply(&eps);
         assert_eq!(rev.breaker.capacity(), 2);
         assert_eq!(rev.trackers.load().len(), 1);
         let _t2 = w.rebuild(&cfg);
         assert!(Arc::ptr_eq(&w.revisions[&rev.key].0, &rev));
-        w.apply(&EndpointMap::new());
+        w.apply(&PodMap::new());
         assert_eq!(rev.breaker.capacity(), 0);
+    }
+
+    fn pod(port: u16, speaks: Speaks) -> Pod {
+        Pod {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            speaks,
+        }
+    }
+
+    #[test]
+    fn trackers_learn_what_each_pod_speaks_and_the_fast_path_flag_survives_zero_pods() {
+        let cfg = Config::parse("discovery: static\nrevisions:\n  - name: hello\n").unwrap();
+        let mut w = Writer::default();
+        let t = w.rebuild(&cfg);
+        let rev = t.get("default", "hello").unwrap().rev.clone();
+        // HTTP probes learn: until a pod is known, HTTP/1.1 is not assumed.
+        assert!(!rev.http1_everywhere());
+        let apply = |pods: Vec<Pod>| {
+            let mut m = PodMap::new();
+            m.insert(rev.key.clone(), Arc::from(pods));
+            w.apply(&m);
+        };
+        apply(vec![pod(1, Speaks::HTTP1), pod(2, Speaks::ANY)]);
+        assert!(rev.http1_everywhere());
+        let first = rev.trackers.load()[0].clone();
+        // Re-learned on the same trackers (in-flight counts kept).
+        apply(vec![pod(1, Speaks::H2C), pod(2, Speaks::ANY)]);
+        assert!(Arc::ptr_eq(&first, &rev.trackers.load()[0]));
+        assert_eq!(first.speaks(), Speaks::H2C);
+        assert!(!rev.http1_everywhere());
+        // A new tracker carries its pod's protocols from the start.
+        apply(vec![pod(3, Speaks::HTTP1)]);
+        assert_eq!(rev.trackers.load()[0].speaks(), Speaks::HTTP1);
+        assert!(rev.http1_everywhere());
+        // Scaled to zero: the last knowledge stays for the next cold start.
+        w.apply(&PodMap::new());
+        assert!(rev.http1_everywhere());
+
+        // TCP probes learn nothing: HTTP/1.1 is assumed from the start.
+        let tcp = Config::parse(
+            "discovery: static\nactivator:\n  probe_style: tcp\nrevisions:\n  - name: hello\n",
+        )
+        .unwrap();
+        let t = Writer::default().rebuild(&tcp);
+        assert!(t.get("default", "hello").unwrap().rev.http1_everywhere());
     }
 }

@@ -3,8 +3,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{error::Api, key, service::Shared};
+use super::{
+    error::Api,
+    key::{self, HostIndex},
+    service::Shared,
+};
 use crate::{
+    config::SharedConfig,
     proto::{
         envoy::service::auth::v3::{
             AttributeContext, CheckRequest, CheckResponse, OkHttpResponse,
@@ -28,18 +33,27 @@ impl ExtAuthz {
     }
 
     fn revision(&self, http: &HttpRequest) -> Option<RevisionKey> {
-        if let (Some(rev), Some(ns)) = (
-            header(http, REVISION_HEADER),
-            header(http, NAMESPACE_HEADER),
-        ) {
-            return key::from_headers(ns, rev);
-        }
-        let host = Some(http.host.as_str())
-            .filter(|h| !h.is_empty())
-            .or_else(|| header(http, ":authority"))
-            .or_else(|| header(http, "host"))?;
-        key::from_host(host, &self.shared.config(), self.shared.hosts())
+        revision(http, &self.shared.config(), self.shared.hosts())
     }
+}
+
+/// The revision a request names: the Knative routing headers, else its host.
+pub(crate) fn revision(
+    http: &HttpRequest,
+    cfg: &SharedConfig,
+    hosts: &HostIndex,
+) -> Option<RevisionKey> {
+    if let (Some(rev), Some(ns)) = (
+        header(http, REVISION_HEADER),
+        header(http, NAMESPACE_HEADER),
+    ) {
+        return key::from_headers(ns, rev);
+    }
+    let host = Some(http.host.as_str())
+        .filter(|h| !h.is_empty())
+        .or_else(|| header(http, ":authority"))
+        .or_else(|| header(http, "host"))?;
+    key::from_host(host, cfg, hosts)
 }
 
 #[tonic::async_trait]

@@ -106,3 +106,76 @@ async fn http_probe_takes_any_2xx_and_vanished_endpoints_leave() {
     wait_count(&mut rx, 0).await;
     exit.cancel();
 }
+
+/// Serves `http2` (h2c prior knowledge) or HTTP/1.1 only on `l`, answering 200; stops when
+/// the returned task is aborted.
+fn serve_only(l: TcpListener, http2: bool) -> tokio::task::JoinHandle<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                        bytes::Bytes,
+                    >::new(
+                    )))
+                });
+                let io = TokioIo::new(s);
+                if http2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn auto_revisions_publish_what_each_pod_speaks_and_relearn_it() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = serve_only(l, false);
+    let (_cfg_tx, cfg_rx) = watch::channel(config("http", &[addr]));
+    let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
+    let (_disc_tx, disc_rx) = watch::channel(discovered);
+    let exit = CancellationToken::new();
+    let b = Backends::spawn(cfg_rx, disc_rx, exit.clone());
+    let mut pods = b.pods();
+    let speaks_now = |want: Speaks| {
+        move |m: &Pods| {
+            m.get(&key())
+                .is_some_and(|p| p.len() == 1 && p[0].addr == addr && p[0].speaks == want)
+        }
+    };
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        pods.wait_for(speaks_now(Speaks::HTTP1)),
+    )
+    .await
+    .expect("learned HTTP/1.1")
+    .expect("sender alive");
+    assert_eq!(&*b.healthy().borrow()[&key()], &[addr]);
+
+    // The pod restarts speaking h2c only: the next probes learn it.
+    server.abort();
+    let _ = server.await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let _server = serve_only(socket.listen(16).unwrap(), true);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        pods.wait_for(speaks_now(Speaks::H2C)),
+    )
+    .await
+    .expect("learned h2c")
+    .expect("sender alive");
+    exit.cancel();
+}

@@ -129,6 +129,13 @@ pub enum ProbeStyle {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActivatorConfig {
+    /// A client connection with no request in flight that sends no complete request head for
+    /// this long is closed (HTTP/1.1 and HTTP/2, idle keep-alive connections included).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Client connections per listener; beyond it new connections wait in the kernel's
+    /// backlog. Absent: derived from the file descriptor limit.
+    pub max_connections: Option<usize>,
     /// Requests waiting per revision; beyond it 503 + Retry-After.
     pub queue_depth: usize,
     /// Longest wait for capacity; then 503.
@@ -152,6 +159,8 @@ pub struct ActivatorConfig {
 impl Default for ActivatorConfig {
     fn default() -> Self {
         Self {
+            idle_timeout: Duration::from_secs(30),
+            max_connections: None,
             queue_depth: 10_000,
             queue_timeout: Duration::from_secs(300),
             probe_period: Duration::from_millis(200),

@@ -134,6 +134,10 @@ fn keep_restart_only_settings(current: &Config, mut new: Config) -> Config {
         warn!("adapter.tls changed; it takes effect after a restart");
         new.adapter.tls = current.adapter.tls.clone();
     }
+    if new.activator.max_connections != current.activator.max_connections {
+        warn!("activator.max_connections changed; it takes effect after a restart");
+        new.activator.max_connections = current.activator.max_connections;
+    }
     if new.pod_name != current.pod_name {
         warn!("pod_name changed; it takes effect after a restart");
         new.pod_name = current.pod_name.clone();

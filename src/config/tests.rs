@@ -91,6 +91,8 @@ fn invalid_values_name_their_key() {
             .contains("revisions[1].hosts[0]")
     );
     assert!(err("activator:\n  queue_depth: 0\n").contains("activator.queue_depth"));
+    assert!(err("activator:\n  idle_timeout: 0s\n").contains("activator.idle_timeout"));
+    assert!(err("activator:\n  max_connections: 0\n").contains("activator.max_connections"));
     assert!(err("autoscaler:\n  url: http://x\n").contains("autoscaler.url"));
     assert!(err("discovery: local\nrevisions:\n  - name: a\n").contains("revisions[0].command"));
     assert!(err("discovery: nowhere\n").contains("discovery"));
@@ -106,11 +108,26 @@ fn probe_style_auto_follows_discovery() {
 }
 
 #[test]
+fn connection_limits_parse() {
+    let cfg =
+        Config::parse("activator:\n  idle_timeout: 300ms\n  max_connections: 64\n").expect("valid");
+    assert_eq!(cfg.activator.idle_timeout, Duration::from_millis(300));
+    assert_eq!(cfg.activator.max_connections, Some(64));
+    let cfg = Config::default();
+    assert_eq!(cfg.activator.idle_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.activator.max_connections, None);
+}
+
+#[test]
 fn restart_only_settings_survive_reload() {
     let current = Config::default();
-    let mut new = Config::parse("listen:\n  http: 127.0.0.1:1\nactivator:\n  queue_depth: 5\n")
-        .expect("valid");
+    let mut new = Config::parse(
+        "listen:\n  http: 127.0.0.1:1\nactivator:\n  queue_depth: 5\n  idle_timeout: 5s\n  max_connections: 9\n",
+    )
+    .expect("valid");
     new = reload::tests_support::merge(&current, new);
     assert_eq!(new.listen, current.listen);
     assert_eq!(new.activator.queue_depth, 5);
+    assert_eq!(new.activator.idle_timeout, Duration::from_secs(5));
+    assert_eq!(new.activator.max_connections, None);
 }

@@ -61,7 +61,17 @@ where
         + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_accept_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), serve).await
+}
+
+async fn spawn_accept_on<F, Fut>(listener: TcpListener, serve: F) -> Backend
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) -> Fut
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let seqs = Arc::new(Mutex::new(Vec::new()));
@@ -99,6 +109,41 @@ pub async fn http_echo() -> Backend {
             async move { Ok::<_, Infallible>(echo(req, port, hits, seqs).await) }
         });
         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
+}
+
+/// The echo of [`http_echo`], speaking HTTP/1.1 only (a plain HTTP/1 app).
+pub async fn http1_echo() -> Backend {
+    spawn_accept(|stream, hits, seqs| async move {
+        let port = stream.local_addr().unwrap().port();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (hits, seqs) = (hits.clone(), seqs.clone());
+            async move { Ok::<_, Infallible>(echo(req, port, hits, seqs).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
+}
+
+/// The echo of [`http_echo`], speaking h2c with prior knowledge only (as gRPC servers do).
+pub async fn h2c_echo() -> Backend {
+    h2c_echo_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+}
+
+/// [`h2c_echo`] on a listener bound by the caller (a pod that comes up on a known address).
+pub async fn h2c_echo_on(listener: TcpListener) -> Backend {
+    spawn_accept_on(listener, |stream, hits, seqs| async move {
+        let port = stream.local_addr().unwrap().port();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (hits, seqs) = (hits.clone(), seqs.clone());
+            async move { Ok::<_, Infallible>(echo(req, port, hits, seqs).await) }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(stream), svc)
             .await;
     })
@@ -170,12 +215,14 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 /// Reads a little of each request, then drops the connection without answering: a pod that
-/// died after the request reached it.
+/// died after the request reached it. The HTTP/2 preface of the activator's TCP probe (which
+/// learns whether a pod speaks h2c) is no request and is not counted.
 pub async fn rude() -> Backend {
     spawn_accept(|mut stream, hits, _| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 16];
-        if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n > 0 && !buf.starts_with(b"PRI * HTTP/2.0") {
             hits.fetch_add(1, Ordering::SeqCst);
         }
     })

@@ -5,5 +5,7 @@ pub mod apiserver;
 pub mod app;
 pub mod autoscaler;
 pub mod backend;
+pub mod binary;
+pub mod h2;
 pub mod mixer;
 pub mod wire;

@@ -416,6 +416,12 @@ impl Drop for Backend {
     }
 }
 
+/// The HTTP/2 preface the activator's TCP probe sends to learn whether a pod speaks h2c: an
+/// HTTP/1.1 server closes on it (as hyper does), and it is no request.
+fn is_preface(head: &Head) -> bool {
+    head.start == "PRI * HTTP/2.0"
+}
+
 /// One accepted connection, as a backend script sees it.
 #[derive(Debug)]
 pub struct Conn {
@@ -428,6 +434,9 @@ impl Conn {
     /// The next request, recorded; `None` at EOF, on an error or after [`WAIT`] idle.
     pub async fn next(&mut self) -> Option<Request> {
         let req = self.wire.request().await.ok().flatten()?;
+        if is_preface(&req.head) {
+            return None;
+        }
         if !self.used {
             self.used = true;
             self.records.used.fetch_add(1, Ordering::SeqCst);
@@ -441,6 +450,9 @@ impl Conn {
     /// by its headers does); recorded with an empty body.
     pub async fn head_only(&mut self) -> Option<Head> {
         let head = self.wire.head().await.ok().flatten()?;
+        if is_preface(&head) {
+            return None;
+        }
         if !self.used {
             self.used = true;
             self.records.used.fetch_add(1, Ordering::SeqCst);

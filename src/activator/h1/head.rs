@@ -135,7 +135,11 @@ pub(crate) fn request(buf: &[u8], table: &Table, peer: IpAddr) -> Next {
     let Some(route) = route(table, head.namespace, head.revision, host) else {
         return Next::General;
     };
-    if route.protocol == crate::config::Protocol::H2c {
+    // The fast path speaks HTTP/1.1 upstream only: an `auto` revision with a pod that does not
+    // (as last probed) goes to the general path, which speaks each pod's protocol.
+    if route.protocol == crate::config::Protocol::H2c
+        || (route.protocol == crate::config::Protocol::Auto && !route.rev.http1_everywhere())
+    {
         return Next::General;
     }
 
@@ -360,15 +364,35 @@ mod tests {
     use super::*;
     use crate::{activator::throttler::test_table, config::Config};
 
+    /// TCP probes: `auto` revisions are taken as HTTP/1.1 until a probe says otherwise.
     fn table() -> Table {
         let cfg = Config::parse(
-            "revisions:\n  - name: hello\n    namespace: prod\n    hosts: [api.example.com]\n  - name: grpc\n    namespace: prod\n    protocol: h2c\n",
+            "activator:\n  probe_style: tcp\nrevisions:\n  - name: hello\n    namespace: prod\n    hosts: [api.example.com]\n  - name: grpc\n    namespace: prod\n    protocol: h2c\n",
         )
         .unwrap();
         test_table(&cfg)
     }
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+    #[test]
+    fn auto_revisions_not_known_to_speak_http1_everywhere_go_to_hyper() {
+        // HTTP probes learn each pod's protocols; none learned yet.
+        let cfg = Config::parse(
+            "discovery: static\nrevisions:\n  - name: auto\n  - name: one\n    protocol: http1\n",
+        )
+        .unwrap();
+        let table = test_table(&cfg);
+        let raw = |rev: &str| format!("GET / HTTP/1.1\r\nhost: {rev}.default\r\n\r\n");
+        assert!(matches!(
+            request(raw("auto").as_bytes(), &table, PEER),
+            Next::General
+        ));
+        assert!(matches!(
+            request(raw("one").as_bytes(), &table, PEER),
+            Next::Proxy(_)
+        ));
+    }
 
     fn proxied(raw: &str) -> Box<Request> {
         match request(raw.as_bytes(), &table(), PEER) {

@@ -279,3 +279,38 @@ fn replayable_methods() {
     assert!(!replayable("POST", false));
     assert!(replayable("POST", true));
 }
+
+#[test]
+fn responses_a_client_could_read_another_way_are_malformed() {
+    let scan = |status, pairs: &[(&'static str, &'static [u8])]| {
+        ResponseHead::scan(status, false, pairs.iter().map(|(n, v)| (*n, *v)))
+    };
+    for bad in [
+        &[
+            ("transfer-encoding", &b"chunked"[..]),
+            ("transfer-encoding", b""),
+        ][..],
+        &[("transfer-encoding", b"\x8b, chunked")],
+        &[("transfer-encoding", b" , ")],
+    ] {
+        assert_eq!(
+            scan(200, bad).unwrap_err(),
+            BadResponse::Malformed,
+            "{bad:?}"
+        );
+    }
+    for status in [0, 99, 1000] {
+        assert_eq!(scan(status, &[]).unwrap_err(), BadResponse::Malformed);
+    }
+}
+
+#[test]
+fn connection_options_survive_a_non_text_element() {
+    let mut conn = Connection::default();
+    conn.add(b"x-hop, \xff\xfe, x-other");
+    assert!(conn.has("x-hop") && conn.has("x-other"));
+    let te = [("host", &b"a"[..]), ("transfer-encoding", b"\x8b, chunked")];
+    assert!(RequestHead::read(te).framing(Version::HTTP_11).is_err());
+    let vt = [("host", &b"a"[..]), ("transfer-encoding", b"\x0bchunked")];
+    assert!(RequestHead::read(vt).framing(Version::HTTP_11).is_err());
+}

@@ -1,0 +1,131 @@
+//! Runs the real `kactivator` binary on fixed free ports, optionally under a descriptor limit.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+/// A port that was free a moment ago (the binary binds it by number).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The binary's listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: SocketAddr,
+    pub h2c: SocketAddr,
+    pub admin: SocketAddr,
+    pub grpc: SocketAddr,
+    pub autoscaler: SocketAddr,
+}
+
+impl Ports {
+    pub fn free() -> Self {
+        Self {
+            http: free_port(),
+            h2c: free_port(),
+            admin: free_port(),
+            grpc: free_port(),
+            autoscaler: free_port(),
+        }
+    }
+
+    /// The `listen:` section.
+    pub fn yaml(&self) -> String {
+        format!(
+            "listen:\n  http: {}\n  h2c: {}\n  admin: {}\n  grpc: {}\n  autoscaler: {}\n",
+            self.http, self.h2c, self.admin, self.grpc, self.autoscaler
+        )
+    }
+}
+
+/// A running binary, killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub ports: Ports,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    /// The exit code once the process has exited, polling up to `limit`.
+    pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+/// Starts the activator with `yaml` (after the `listen:` section) in `dir`; with `nofile`, under
+/// that descriptor limit (soft and hard).
+pub fn start_activator(dir: &Path, yaml: &str, nofile: Option<u32>) -> Running {
+    let ports = Ports::free();
+    let path = dir.join("kactivator.yaml");
+    std::fs::write(&path, format!("{}{yaml}", ports.yaml())).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kactivator");
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
+        .args(["--mode", "activator", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running { child, ports }
+}
+
+/// A GET with `Connection: close`; `None` if the connection is refused, reset or slower than
+/// `limit`. Returns (status, body).
+pub async fn try_get(addr: SocketAddr, path: &str, limit: Duration) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.get(9..12)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    };
+    tokio::time::timeout(limit, exchange).await.ok().flatten()
+}
