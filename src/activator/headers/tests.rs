@@ -314,3 +314,17 @@ fn connection_options_survive_a_non_text_element() {
     let vt = [("host", &b"a"[..]), ("transfer-encoding", b"\x0bchunked")];
     assert!(RequestHead::read(vt).framing(Version::HTTP_11).is_err());
 }
+
+#[test]
+fn forwarded_for_writes_both_address_families() {
+    for (ip, text) in [
+        ("0.0.0.0", "0.0.0.0"),
+        ("10.200.3.255", "10.200.3.255"),
+        ("::1", "::1"),
+        ("2001:db8::7", "2001:db8::7"),
+    ] {
+        let mut out = Vec::new();
+        forwarded_for([&b"1.2.3.4"[..]], ip.parse().unwrap(), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("1.2.3.4, {text}"));
+    }
+}
