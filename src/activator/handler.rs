@@ -20,7 +20,7 @@ use super::{
     body::{Completion, ProxiedBody, ResponseBody},
     breaker::Permit,
     error::Error,
-    headers::{self, RequestHead},
+    headers::{self, RequestHead, RequestRewrite},
     lb::InFlight,
     probe_handler, protocol,
     proxy::{Clients, Outbound},
@@ -62,15 +62,15 @@ pub(super) struct Inner {
     pub(super) unrouted: Codes,
 }
 
-/// What `handle` learnt of a request from its head, for the exchange.
-#[derive(Debug, Clone, Copy)]
+/// What `handle` learnt of a request from its one read of the head, for the exchange.
+#[derive(Debug)]
 struct Facts {
     /// An HTTP/1.1 upgrade (websocket).
     upgrade: bool,
     /// `headers::replayable`.
     replayable: bool,
-    /// The client's address, for `X-Forwarded-For`.
-    peer: Option<IpAddr>,
+    /// The fields the pod gets (with the client's address in `X-Forwarded-For`).
+    rewrite: RequestRewrite,
 }
 
 /// A response from a pod, with what must live as long as its body.
@@ -147,7 +147,7 @@ impl Handler {
                                 req.method().as_str(),
                                 head.idempotency_key,
                             ),
-                            peer,
+                            rewrite: RequestRewrite::plan(&head, req.headers(), peer),
                         };
                         (route, settings, facts)
                     })
@@ -257,7 +257,7 @@ impl Inner {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        headers::rewrite_request(&mut headers, host, facts.peer);
+        facts.rewrite.apply(&mut headers, host);
         let mut out = Outbound {
             method: parts.method,
             // Set per attempt: it follows what the picked pod speaks.

@@ -390,19 +390,23 @@ pub(crate) fn forwarded_for<'v>(
     }
 }
 
-/// Rewrites an inbound request's fields for the pod (the general path's form of the rules
-/// the fast path applies line by line).
-///
-/// `host` is the original host (Host header or `:authority`); it goes to `K-Original-Host`
-/// (unless already set). `Host` itself is left to the client library, which writes the pod's
-/// address. `peer` is appended to `X-Forwarded-For`.
-pub(crate) fn rewrite_request(
-    headers: &mut HeaderMap,
-    host: Option<HeaderValue>,
-    peer: Option<IpAddr>,
-) {
-    let (gone, upgrade, original_host, trailers, forwarded) = {
-        let head = RequestHead::read(fields(headers));
+/// The general path's rewrite of a request's fields for the pod (the form of the rules the
+/// fast path applies line by line), planned from the one read of the head that `handle` makes
+/// for its checks, and applied when the request goes to a pod.
+#[derive(Debug)]
+pub(crate) struct RequestRewrite {
+    gone: Vec<HeaderName>,
+    upgrade: bool,
+    original_host: bool,
+    trailers: bool,
+    /// The `X-Forwarded-For` value, empty when the peer is unknown.
+    forwarded: Vec<u8>,
+}
+
+impl RequestRewrite {
+    /// `head` is `headers` as read by `RequestHead::read`; `peer` is appended to
+    /// `X-Forwarded-For`.
+    pub(crate) fn plan(head: &RequestHead<'_>, headers: &HeaderMap, peer: Option<IpAddr>) -> Self {
         let upgrade = head.is_upgrade();
         let gone = names_where(headers, |n| {
             drop_request_field(n, &head.connection, upgrade)
@@ -415,31 +419,54 @@ pub(crate) fn rewrite_request(
                 .map(HeaderValue::as_bytes);
             forwarded_for(prior, peer, &mut forwarded);
         }
-        (gone, upgrade, head.original_host, head.trailers, forwarded)
-    };
-    for n in gone {
-        headers.remove(n);
+        Self {
+            gone,
+            upgrade,
+            original_host: head.original_host,
+            trailers: head.trailers,
+            forwarded,
+        }
     }
-    if let Some(host) = host
-        && !original_host
-    {
-        headers.insert(name::ORIGINAL_HOST, host);
+
+    /// Applies the plan. `host` is the original host (Host header or `:authority`); it goes
+    /// to `K-Original-Host` (unless already set). `Host` itself is left to the client
+    /// library, which writes the pod's address.
+    pub(crate) fn apply(self, headers: &mut HeaderMap, host: Option<HeaderValue>) {
+        for n in self.gone {
+            headers.remove(n);
+        }
+        if let Some(host) = host
+            && !self.original_host
+        {
+            headers.insert(name::ORIGINAL_HOST, host);
+        }
+        if self.trailers {
+            headers.insert(name::TE, HeaderValue::from_static("trailers"));
+        }
+        if self.upgrade {
+            headers.insert(name::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if !self.forwarded.is_empty()
+            && let Ok(value) = HeaderValue::from_bytes(&self.forwarded)
+        {
+            headers.insert(name::X_FORWARDED_FOR, value);
+        }
+        headers.insert(
+            name::PROXY_REQUEST,
+            HeaderValue::from_static(PROXY_REQUEST_VALUE),
+        );
     }
-    if trailers {
-        headers.insert(name::TE, HeaderValue::from_static("trailers"));
-    }
-    if upgrade {
-        headers.insert(name::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if !forwarded.is_empty()
-        && let Ok(value) = HeaderValue::from_bytes(&forwarded)
-    {
-        headers.insert(name::X_FORWARDED_FOR, value);
-    }
-    headers.insert(
-        name::PROXY_REQUEST,
-        HeaderValue::from_static(PROXY_REQUEST_VALUE),
-    );
+}
+
+/// Read, plan and apply in one go (the unit tests' form).
+#[cfg(test)]
+pub(crate) fn rewrite_request(
+    headers: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    peer: Option<IpAddr>,
+) {
+    let plan = RequestRewrite::plan(&RequestHead::read(fields(headers)), headers, peer);
+    plan.apply(headers, host);
 }
 
 /// Rewrites a pod's response fields for the client (general path). hyper frames the body it

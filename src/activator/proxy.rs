@@ -8,10 +8,9 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
-use tokio::net::TcpStream;
 use tracing::{Instrument as _, debug, debug_span};
 
-use super::{lb::Tracker, retry::RequestBody};
+use super::{h1::upstream, lb::Tracker, retry::RequestBody};
 
 /// Idle upstream connections kept per pod; Knative's `MAX_IDLE_PROXY_CONNS_PER_HOST`.
 const MAX_IDLE_PER_POD: usize = 100;
@@ -60,11 +59,11 @@ impl Clients {
         addr: SocketAddr,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, io::Error> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        // The fast path's connect: the same timeout and socket options.
+        let conn = upstream::connect(addr, self.connect_timeout)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+            .map_err(upstream::ConnectError::into_io)?;
+        let io = TokioIo::new(conn.stream);
         let span = debug_span!("upstream_connection", %addr);
         if req.version() == Version::HTTP_2 {
             let (mut sender, conn) =
