@@ -26,6 +26,7 @@ use crate::{
     config::SharedConfig,
     endpoints::{EndpointMap, Endpoints, Pod, PodMap, Pods, Speaks},
     revision::RevisionKey,
+    revisions::Revisions,
 };
 
 /// Healthy endpoints are re-probed at least this far apart: enough to notice a dead pod
@@ -47,6 +48,7 @@ impl Backends {
     /// Starts probing; runs until `exit` is cancelled.
     pub fn spawn(
         config: watch::Receiver<SharedConfig>,
+        revisions: watch::Receiver<Revisions>,
         discovered: watch::Receiver<Endpoints>,
         exit: CancellationToken,
     ) -> Self {
@@ -56,6 +58,7 @@ impl Backends {
         let (results_tx, results_rx) = mpsc::channel(EJECT_QUEUE);
         let writer = Writer {
             config,
+            revisions,
             discovered,
             healthy: healthy_tx,
             pods: pods_tx,
@@ -121,6 +124,7 @@ impl Drop for Prober {
 #[derive(Debug)]
 struct Writer {
     config: watch::Receiver<SharedConfig>,
+    revisions: watch::Receiver<Revisions>,
     discovered: watch::Receiver<Endpoints>,
     healthy: watch::Sender<Endpoints>,
     pods: watch::Sender<Pods>,
@@ -176,6 +180,7 @@ impl Writer {
                 key.clone(),
                 addr,
                 self.config.clone(),
+                self.revisions.clone(),
                 self.results_tx.clone(),
                 prober.epoch.clone(),
                 prober.kick.clone(),
@@ -257,6 +262,7 @@ async fn probe_loop(
     key: RevisionKey,
     addr: SocketAddr,
     config: watch::Receiver<SharedConfig>,
+    revisions: watch::Receiver<Revisions>,
     results: mpsc::Sender<ProbeResult>,
     epoch: Arc<AtomicU64>,
     kick: Arc<Notify>,
@@ -273,8 +279,12 @@ async fn probe_loop(
             known = None;
         }
         let a = &cfg.activator;
-        // Endpoints of an unconfigured revision (a stale discovery entry) are probed as `auto`.
-        let protocol = cfg.revision(&key).map(|r| r.protocol).unwrap_or_default();
+        // Endpoints of an unknown revision (a stale discovery entry) are probed as `auto`.
+        let protocol = revisions
+            .borrow()
+            .get(&key)
+            .map(|r| r.protocol)
+            .unwrap_or_default();
         let probe = probe::probe(
             cfg.probe_style(),
             protocol,
