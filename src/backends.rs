@@ -179,8 +179,10 @@ impl Writer {
             tokio::spawn(probe_loop(
                 key.clone(),
                 addr,
-                self.config.clone(),
-                self.revisions.clone(),
+                Inputs {
+                    config: self.config.clone(),
+                    revisions: self.revisions.clone(),
+                },
                 self.results_tx.clone(),
                 prober.epoch.clone(),
                 prober.kick.clone(),
@@ -258,11 +260,16 @@ impl Writer {
     }
 }
 
+/// What a prober reads before each probe: the probe settings and the revision's protocol.
+struct Inputs {
+    config: watch::Receiver<SharedConfig>,
+    revisions: watch::Receiver<Revisions>,
+}
+
 async fn probe_loop(
     key: RevisionKey,
     addr: SocketAddr,
-    config: watch::Receiver<SharedConfig>,
-    revisions: watch::Receiver<Revisions>,
+    Inputs { config, revisions }: Inputs,
     results: mpsc::Sender<ProbeResult>,
     epoch: Arc<AtomicU64>,
     kick: Arc<Notify>,
