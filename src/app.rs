@@ -271,10 +271,14 @@ fn flatten(res: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::R
     }
 }
 
-/// `shutdown.grace_period`, stretched to the longest revision timeout: a request admitted just
-/// before closing may run that long (Knative's activator Deployment allows 600 s for it).
+/// `shutdown.grace_period`; with `discovery: kubernetes`, stretched to the longest revision
+/// timeout: revisions (and their timeouts) come from the API, not from the operator, and a
+/// request admitted just before closing may run that long (Knative's activator Deployment
+/// allows 600 s for it; its `terminationGracePeriodSeconds` stays the hard bound).
 fn grace_period(cfg: &Config, revisions: Option<&watch::Receiver<Revisions>>) -> Duration {
-    let longest = revisions.and_then(|r| crate::revisions::longest_timeout(&r.borrow()));
+    let longest = revisions
+        .filter(|_| cfg.discovery == DiscoveryKind::Kubernetes)
+        .and_then(|r| crate::revisions::longest_timeout(&r.borrow()));
     match longest {
         Some(longest) if longest > cfg.shutdown.grace_period => {
             info!(
