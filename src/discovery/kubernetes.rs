@@ -167,9 +167,10 @@ impl Source {
     /// Recomputes what changed and publishes both tables, each only if it changed.
     fn publish(&mut self, cfg: &Config) {
         let (revs_changed, eps_changed) = self.state.recompute(cfg);
+        // `recompute` compared per revision already: no whole-table comparison here.
         if revs_changed {
-            let next = self.state.revisions.clone();
-            revisions::publish(&self.revisions_tx, next);
+            let next = Arc::new(self.state.revisions.clone());
+            self.revisions_tx.send_replace(next);
         }
         if eps_changed {
             let next = Arc::new(self.state.endpoints.clone());
