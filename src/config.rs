@@ -9,11 +9,11 @@ use std::{
     sync::Arc,
 };
 
-pub use file::KubernetesConfig;
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
+pub use file::{KubernetesConfig, MeshMode};
 
 use crate::revision::{RevisionKey, is_dns_label};
 

@@ -33,6 +33,19 @@ pub struct RevisionSpec {
     /// This activator's place among the activators in the revision's path (Knative's public
     /// Endpoints); `None` when unknown, and then every pod is used.
     pub activators: Option<Subset>,
+    /// Set when the pods are reached through the revision's private Service (Knative's
+    /// cluster-IP mode, `kubernetes.mesh: enabled`) rather than one by one.
+    pub cluster_ip: Option<ClusterRoute>,
+}
+
+/// Knative's cluster-IP mode for one revision: one destination, balanced by the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterRoute {
+    /// The private Service's cluster IP and port.
+    pub addr: std::net::SocketAddr,
+    /// Ready pods behind it (Knative's backend count): capacity is containerConcurrency × this,
+    /// shared among the activators.
+    pub backends: usize,
 }
 
 /// Where this activator stands among `count` activators sharing a revision (Knative's
@@ -55,6 +68,7 @@ impl RevisionSpec {
             idle_timeout: None,
             protocol: r.protocol,
             activators: None,
+            cluster_ip: None,
         }
     }
 }

@@ -315,6 +315,21 @@ pub struct KubernetesConfig {
     pub service_suffix: String,
     /// When set, every revision must live in this namespace (e.g. to run with a namespaced Role).
     pub namespace: Option<String>,
+    /// Whether pods are reached through their private Service's cluster IP (Knative's
+    /// `mesh-compatibility-mode`).
+    pub mesh: MeshMode,
+}
+
+/// How the activator reaches a revision's pods under `discovery: kubernetes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshMode {
+    /// Dial each pod; load balancing and subsetting per pod.
+    #[default]
+    Disabled,
+    /// Dial the revision's private Service (cluster IP), as Knative does when a mesh makes pod
+    /// addresses unreachable directly (e.g. Istio with STRICT mTLS); the mesh balances.
+    Enabled,
 }
 
 impl Default for KubernetesConfig {
@@ -323,6 +338,7 @@ impl Default for KubernetesConfig {
             port_name: "http".into(),
             service_suffix: "-private".into(),
             namespace: None,
+            mesh: MeshMode::Disabled,
         }
     }
 }
