@@ -114,7 +114,8 @@ pub enum Why {
 
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const ACCOUNT: &str = "KUBERNETES_SERVICE_HOST is set and the service account token is readable";
+        const ACCOUNT: &str =
+            "KUBERNETES_SERVICE_HOST is set and the service account token is readable";
         match self {
             Self::ServiceAccount => f.write_str(ACCOUNT),
             Self::PodIp => f.write_str("POD_IP is set"),
@@ -229,7 +230,10 @@ mod tests {
     fn pod_is_detected_by_service_account_or_pod_ip() {
         assert_eq!(env(&[]).in_pod(), None);
         // A host without a token is a workstation with a stray variable, not a pod.
-        assert_eq!(env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]).in_pod(), None);
+        assert_eq!(
+            env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]).in_pod(),
+            None
+        );
         assert_eq!(env(&[("token", "")]).in_pod(), None);
         assert_eq!(
             env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("token", "")]).in_pod(),

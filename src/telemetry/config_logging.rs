@@ -25,7 +25,9 @@ const ZAP_LIMIT: usize = 64 * 1024;
 /// A ConfigMap whose level cannot be used; the level in force is kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("{LEVEL_KEY}: `{0}` is not a zap level (debug, info, warn, error, dpanic, panic, fatal)")]
+    #[error(
+        "{LEVEL_KEY}: `{0}` is not a zap level (debug, info, warn, error, dpanic, panic, fatal)"
+    )]
     BadLevel(String),
     #[error("{ZAP_KEY}: {0}")]
     BadZapConfig(String),
@@ -54,9 +56,8 @@ pub fn level_from_data(data: &BTreeMap<String, String>) -> Result<Level, Error> 
     match zap.level {
         // zap's production config, which Knative starts from, is at info.
         None => Ok(DEFAULT_LEVEL),
-        Some(name) => Level::from_zap(&name).ok_or_else(|| {
-            Error::BadZapConfig(format!("`{}` is not a zap level", bounded(&name)))
-        }),
+        Some(name) => Level::from_zap(&name)
+            .ok_or_else(|| Error::BadZapConfig(format!("`{}` is not a zap level", bounded(&name)))),
     }
 }
 
@@ -75,12 +76,7 @@ pub enum Update {
 
 /// Follows ConfigMap `namespace/name` (get/list/watch on configmaps, which Knative's activator
 /// Role grants), calling `on` for every change. Returns only if the watch stream ends.
-pub async fn follow(
-    client: kube::Client,
-    namespace: &str,
-    name: &str,
-    mut on: impl FnMut(Update),
-) {
+pub async fn follow(client: kube::Client, namespace: &str, name: &str, mut on: impl FnMut(Update)) {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
@@ -196,7 +192,10 @@ mod tests {
             level_from_data(&data(&[
                 ("loglevel.activator", ""),
                 ("loglevel.autoscaler", "debug"),
-                ("zap-logger-config", "{\n  \"level\": \"warn\",\n  \"encoding\": \"json\"\n}")
+                (
+                    "zap-logger-config",
+                    "{\n  \"level\": \"warn\",\n  \"encoding\": \"json\"\n}"
+                )
             ])),
             Ok(Level::Warn)
         );
@@ -213,15 +212,27 @@ mod tests {
     #[test]
     fn bad_levels_are_errors_naming_the_key() {
         let e = level_from_data(&data(&[("loglevel.activator", "verbose")])).unwrap_err();
-        assert!(e.to_string().starts_with("loglevel.activator: `verbose`"), "{e}");
+        assert!(
+            e.to_string().starts_with("loglevel.activator: `verbose`"),
+            "{e}"
+        );
         let e = level_from_data(&data(&[("zap-logger-config", "{level: debug")])).unwrap_err();
-        assert!(e.to_string().starts_with("zap-logger-config: not JSON"), "{e}");
+        assert!(
+            e.to_string().starts_with("zap-logger-config: not JSON"),
+            "{e}"
+        );
         let e = level_from_data(&data(&[("zap-logger-config", r#"{"level": 3}"#)])).unwrap_err();
-        assert!(e.to_string().starts_with("zap-logger-config: not JSON"), "{e}");
-        let e = level_from_data(&data(&[("zap-logger-config", r#"{"level": "loud"}"#)]))
-            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("zap-logger-config: not JSON"),
+            "{e}"
+        );
+        let e =
+            level_from_data(&data(&[("zap-logger-config", r#"{"level": "loud"}"#)])).unwrap_err();
         assert!(e.to_string().contains("`loud`"), "{e}");
-        let huge = format!("{{\"level\": \"debug\", \"x\": \"{}\"}}", "a".repeat(ZAP_LIMIT));
+        let huge = format!(
+            "{{\"level\": \"debug\", \"x\": \"{}\"}}",
+            "a".repeat(ZAP_LIMIT)
+        );
         assert!(level_from_data(&data(&[("zap-logger-config", &huge)])).is_err());
         let long = "x".repeat(10_000);
         let e = level_from_data(&data(&[("loglevel.activator", &long)])).unwrap_err();
