@@ -126,7 +126,7 @@ impl Activator {
             cfg.activator.connect_timeout,
             reporter,
             backends,
-            ctx.drain.clone(),
+            ctx.readiness.clone(),
             tunnels.clone(),
         );
         Ok(Self {

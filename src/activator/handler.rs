@@ -28,7 +28,7 @@ use super::{
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
 };
-use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+use crate::{admin::Readiness, autoscaler::ConcurrencyReporter, backends::Backends};
 
 static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 
@@ -54,7 +54,8 @@ pub(super) struct Inner {
     pub(super) connect_timeout: Duration,
     pub(super) reporter: ConcurrencyReporter,
     pub(super) backends: Backends,
-    pub(super) drain: Drain,
+    /// Kubelet probes on the data port answer with it, as Knative's activator does.
+    pub(super) readiness: Readiness,
     /// Upgraded (websocket) tunnels, so that the drain waits for them too.
     tunnels: TaskTracker,
     /// `kactivator_requests_total` for requests that matched no revision (or were refused
@@ -90,7 +91,7 @@ impl Handler {
         connect_timeout: Duration,
         reporter: ConcurrencyReporter,
         backends: Backends,
-        drain: Drain,
+        readiness: Readiness,
         tunnels: TaskTracker,
     ) -> Self {
         Self {
@@ -100,7 +101,7 @@ impl Handler {
                 connect_timeout,
                 reporter,
                 backends,
-                drain,
+                readiness,
                 tunnels,
                 unrouted: Codes::new(Vec::new()),
             }),
@@ -131,7 +132,7 @@ impl Handler {
                 Err(Error::HeadersTooLarge)
             } else if let Err(e) = head.framing(req.version()) {
                 Err(e)
-            } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.drain) {
+            } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.readiness) {
                 return Ok(match answer {
                     Ok(resp) => resp.map(Either::Left),
                     Err(e) => e.to_response().map(Either::Left),
