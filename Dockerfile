@@ -19,4 +19,6 @@ USER 65532:65532
 # activator HTTP/1.1 + h2c, h2c, adapter gRPC, autoscaler stats websocket, admin (metrics, probes)
 EXPOSE 8012 8013 6100 8080 9090
 ENTRYPOINT ["/kactivator"]
-CMD ["--mode", "activator", "--config", "/etc/kactivator/kactivator.yaml", "--log-format", "json"]
+# No CMD: Knative's activator Deployment passes no arguments, and with no config file kactivator
+# chooses its in-pod defaults (docs/operations.md). manifests/activator and manifests/adapter pass
+# their own `--config`.
