@@ -96,7 +96,7 @@ fn report(source: &Source, cfg: &Config) -> String {
     if let Some(pod) = source.in_pod() {
         let _ = writeln!(
             out,
-            "  log: json, level from ConfigMap {}/{} ({} or {}) unless RUST_LOG is set",
+            "  log level: ConfigMap {}/{} ({} or {}) unless RUST_LOG is set",
             pod.system_namespace,
             pod.config_logging,
             telemetry::config_logging::LEVEL_KEY,

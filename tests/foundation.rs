@@ -128,7 +128,7 @@ fn check_config_in_a_pod_reports_the_in_pod_defaults() {
         "discovery: kubernetes",
         "autoscaler: ws://autoscaler.kn-system.svc.cluster.example:8080",
         "drain_delay 45s, grace_period 9m 10s",
-        "level from ConfigMap kn-system/config-logging (loglevel.activator or zap-logger-config)",
+        "log level: ConfigMap kn-system/config-logging (loglevel.activator or zap-logger-config)",
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
