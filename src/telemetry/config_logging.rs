@@ -113,7 +113,7 @@ pub fn spawn(level: LogLevel, namespace: String, name: String) -> tokio::task::J
         let client = match kube::Client::try_default().await {
             Ok(client) => client,
             Err(error) => {
-                warn!(%source, %error, level = %DEFAULT_LEVEL, "No Kubernetes client; the log level stays at its default");
+                warn!(%source, %error, log_level = %DEFAULT_LEVEL, "No Kubernetes client; the log level stays at its default");
                 return;
             }
         };
@@ -124,13 +124,13 @@ pub fn spawn(level: LogLevel, namespace: String, name: String) -> tokio::task::J
             match update {
                 Update::Level(new) => set(&level, &mut current, new, &source),
                 Update::Invalid(error) => {
-                    warn!(%source, %error, level = %current, "Log level not changed");
+                    warn!(%source, %error, log_level = %current, "Log level not changed");
                 }
                 Update::Missing => {
-                    info!(%source, level = %current, "ConfigMap not found; log level unchanged");
+                    info!(%source, log_level = %current, "ConfigMap not found; log level unchanged");
                 }
                 Update::Unreadable(error) if !outage => {
-                    warn!(%source, %error, level = %current, "Cannot read the log level; keeping it (retrying quietly)");
+                    warn!(%source, %error, log_level = %current, "Cannot read the log level; keeping it (retrying quietly)");
                 }
                 Update::Unreadable(error) => debug!(%source, %error, "Still cannot read the log level"),
             }
