@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 /// `--check-config`'s answer: where the config came from, and the settings an operator of a
 /// zero-config pod most needs to see.
 fn report(source: &Source, cfg: &Config) -> String {
-    let mut out = format!("kactivator: config ok ({source})\n");
+    let mut out = format!("kactivator: config ok: {source}\n");
     let l = &cfg.listen;
     let _ = writeln!(
         out,

@@ -123,7 +123,7 @@ fn check_config_in_a_pod_reports_the_in_pod_defaults() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
-        "config ok (in-pod defaults (no config file; POD_IP is set))",
+        "config ok: in-pod defaults (no config file; POD_IP is set)",
         "http 0.0.0.0:8012, h2c 0.0.0.0:8013, admin 0.0.0.0:9090",
         "discovery: kubernetes",
         "autoscaler: ws://autoscaler.kn-system.svc.cluster.example:8080",
@@ -144,7 +144,7 @@ fn check_config_outside_a_pod_reports_the_built_in_defaults() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("(built-in defaults (no config file, not in a pod))"),
+        text.contains("config ok: built-in defaults (no config file, not in a pod)"),
         "{text}"
     );
     assert!(text.contains("http 127.0.0.1:8012"), "{text}");
@@ -156,7 +156,7 @@ fn check_config_outside_a_pod_reports_the_built_in_defaults() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("config ok (file kactivator.yaml)"), "{text}");
+    assert!(text.contains("config ok: file kactivator.yaml"), "{text}");
     assert!(text.contains("http 127.0.0.1:8012"), "{text}");
 }
 
