@@ -117,44 +117,85 @@ pub fn spawn(level: LogLevel, namespace: String, name: String) -> tokio::task::J
                 return;
             }
         };
-        let mut current = DEFAULT_LEVEL;
-        let mut outage = false;
-        follow(client, &namespace, &name, |update| {
-            let unreadable = matches!(update, Update::Unreadable(_));
-            match update {
-                Update::Level(new) => set(&level, &mut current, new, &source),
-                Update::Invalid(error) => {
-                    warn!(%source, %error, log_level = %current, "Log level not changed");
-                }
-                Update::Missing => {
-                    info!(%source, log_level = %current, "ConfigMap not found; log level unchanged");
-                }
-                Update::Unreadable(error) if !outage => {
-                    warn!(%source, %error, log_level = %current, "Cannot read the log level; keeping it (retrying quietly)");
-                }
-                Update::Unreadable(error) => debug!(%source, %error, "Still cannot read the log level"),
+        let mut state = State::default();
+        follow(client, &namespace, &name, |update| match state.step(update) {
+            Step::Same => {}
+            Step::Change { from, to } => change(&level, from, to, &source),
+            Step::Invalid(error) => {
+                warn!(%source, %error, log_level = %state.current, "Log level not changed");
             }
-            outage = unreadable;
+            Step::Missing => {
+                info!(%source, log_level = %state.current, "ConfigMap not found; log level unchanged");
+            }
+            Step::Unreadable { first: true, error } => {
+                warn!(%source, %error, log_level = %state.current, "Cannot read the log level; keeping it (retrying quietly)");
+            }
+            Step::Unreadable { first: false, error } => {
+                debug!(%source, %error, "Still cannot read the log level");
+            }
         })
         .await;
     })
 }
 
-/// Logs the change at info whichever side of it info is enabled on.
-fn set(level: &LogLevel, current: &mut Level, new: Level, source: &str) {
-    if new == *current {
-        return;
+/// The follower's memory: the level in force, and whether the API is unreadable right now.
+#[derive(Debug)]
+struct State {
+    current: Level,
+    outage: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            current: DEFAULT_LEVEL,
+            outage: false,
+        }
     }
-    let from = *current;
-    let log = || info!(%source, %from, to = %new, "Log level changed");
-    if new < from {
-        level.set(new);
+}
+
+/// What one update means: a change to apply, or something to say (once per outage for an
+/// unreadable API, so that a long outage does not flood the log).
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Same,
+    Change { from: Level, to: Level },
+    Invalid(Error),
+    Missing,
+    Unreadable { first: bool, error: String },
+}
+
+impl State {
+    fn step(&mut self, update: Update) -> Step {
+        let outage = matches!(update, Update::Unreadable(_));
+        let step = match update {
+            Update::Level(to) if to == self.current => Step::Same,
+            Update::Level(to) => {
+                let from = std::mem::replace(&mut self.current, to);
+                Step::Change { from, to }
+            }
+            Update::Invalid(error) => Step::Invalid(error),
+            Update::Missing => Step::Missing,
+            Update::Unreadable(error) => Step::Unreadable {
+                first: !self.outage,
+                error,
+            },
+        };
+        self.outage = outage;
+        step
+    }
+}
+
+/// Applies a change, logged at info whichever side of it info is enabled on.
+fn change(level: &LogLevel, from: Level, to: Level, source: &str) {
+    let log = || info!(%source, %from, %to, "Log level changed");
+    if to < from {
+        level.set(to);
         log();
     } else {
         log();
-        level.set(new);
+        level.set(to);
     }
-    *current = new;
 }
 
 /// A value from the ConfigMap, shortened for an error message.
@@ -237,6 +278,33 @@ mod tests {
         let long = "x".repeat(10_000);
         let e = level_from_data(&data(&[("loglevel.activator", &long)])).unwrap_err();
         assert!(e.to_string().len() < 200);
+    }
+
+    #[test]
+    fn an_outage_is_reported_once_and_changes_only_when_the_level_does() {
+        let mut state = State::default();
+        let unreadable = || Update::Unreadable("connection refused".into());
+        let first = |first| Step::Unreadable {
+            first,
+            error: "connection refused".into(),
+        };
+        assert_eq!(state.step(unreadable()), first(true));
+        assert_eq!(state.step(unreadable()), first(false));
+        assert_eq!(state.step(unreadable()), first(false));
+        assert_eq!(state.step(Update::Level(Level::Info)), Step::Same);
+        assert_eq!(
+            state.step(Update::Level(Level::Debug)),
+            Step::Change {
+                from: Level::Info,
+                to: Level::Debug
+            }
+        );
+        assert_eq!(state.step(Update::Level(Level::Debug)), Step::Same);
+        // A new outage after a good read is reported again.
+        assert_eq!(state.step(unreadable()), first(true));
+        assert_eq!(state.step(Update::Missing), Step::Missing);
+        assert_eq!(state.step(unreadable()), first(true));
+        assert_eq!(state.current, Level::Debug, "kept through outages");
     }
 
     #[test]
