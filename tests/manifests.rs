@@ -306,7 +306,8 @@ fn activator_rbac_grants_what_kubernetes_discovery_reads() {
     let [role] = &rbac.cluster_roles[..] else {
         panic!("one ClusterRole")
     };
-    // discovery/kubernetes.rs: serving.knative.dev Revisions and core Endpoints, read only.
+    // discovery/kubernetes.rs: serving.knative.dev Revisions, core Endpoints and Services, read
+    // only (what Knative's activator ClusterRole grants).
     let mut granted = BTreeSet::new();
     for rule in role.rules.iter().flatten() {
         let verbs: BTreeSet<_> = rule.verbs.iter().map(String::as_str).collect();
@@ -321,6 +322,7 @@ fn activator_rbac_grants_what_kubernetes_discovery_reads() {
         granted,
         BTreeSet::from([
             "/endpoints".into(),
+            "/services".into(),
             "serving.knative.dev/revisions".to_string()
         ])
     );
