@@ -70,16 +70,19 @@ impl Clock {
         )
     }
 
+    /// A zero response-start or idle timeout is off, as in Knative (`> 0` turns one on),
+    /// whatever fed the route.
     fn new(
         start: Instant,
         total: Duration,
         response_start: Option<Duration>,
         idle: Option<Duration>,
     ) -> Self {
+        let on = |d: &Duration| !d.is_zero();
         Self {
             total: start + total.min(FAR),
-            response_start: response_start.map(|d| start + d.min(FAR)),
-            idle: idle.map(|d| d.min(FAR)),
+            response_start: response_start.filter(on).map(|d| start + d.min(FAR)),
+            idle: idle.filter(on).map(|d| d.min(FAR)),
             last_write: start,
         }
     }
@@ -175,6 +178,12 @@ mod tests {
         tokio::time::advance(ms(300)).await;
         clock.started();
         clock.wrote();
+        assert_eq!(clock.next(), (start + ms(1000), Expiry::Total));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_is_off() {
+        let (start, clock) = clock(1000, Some(0), Some(0));
         assert_eq!(clock.next(), (start + ms(1000), Expiry::Total));
     }
 
