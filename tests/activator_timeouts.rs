@@ -5,15 +5,17 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use kactivator::cli::Mode;
 use support::{
     app::{TestApp, admin_get, metric_value, start},
+    backend,
     wire::{Backend, Conn, HOST, WAIT},
 };
 use tokio::{
@@ -53,12 +55,11 @@ struct Outcome {
 /// An activator in front of `backend` with one revision `name` (host [`HOST`], HTTP/1.1
 /// pods, TCP probes), `TIMEOUT` and the given extra lines (each `    key: value\n`). The
 /// metrics recorder is one per test process: each test names its own revision.
-async fn app(backend: &Backend, name: &str, extra: &str) -> TestApp {
+async fn app(pod: SocketAddr, name: &str, extra: &str) -> TestApp {
     let config = format!(
         "discovery: static\nshutdown:\n  grace_period: 2s\nactivator:\n  probe_style: tcp\n  \
          probe_period: 20ms\nrevisions:\n  - name: {name}\n    hosts: [{HOST}]\n    \
-         endpoints: [{}]\n    protocol: http1\n    timeout: {}s\n{extra}",
-        backend.addr,
+         endpoints: [{pod}]\n    protocol: http1\n    timeout: {}s\n{extra}",
         TIMEOUT.as_secs()
     );
     start(Mode::Activator, &config).await
@@ -248,7 +249,7 @@ async fn slow(mut c: Conn) {
 
 async fn no_head_gets_504_at_the_response_start_timeout(name: &str, via: Via) {
     let backend = Backend::start(silent).await;
-    let app = app(&backend, name, "    response_start_timeout: 300ms\n").await;
+    let app = app(backend.addr, name, "    response_start_timeout: 300ms\n").await;
     let o = fetch(&app, name, via).await;
     assert_eq!(o.status, 504, "{o:?}");
     assert_eq!(o.body, MESSAGE, "{o:?}");
@@ -260,7 +261,7 @@ async fn no_head_gets_504_at_the_response_start_timeout(name: &str, via: Via) {
 
 async fn no_head_gets_504_at_the_idle_timeout(name: &str, via: Via) {
     let backend = Backend::start(silent).await;
-    let app = app(&backend, name, "    idle_timeout: 300ms\n").await;
+    let app = app(backend.addr, name, "    idle_timeout: 300ms\n").await;
     let o = fetch(&app, name, via).await;
     assert_eq!(o.status, 504, "{o:?}");
     assert_eq!(o.body, MESSAGE, "{o:?}");
@@ -272,7 +273,7 @@ async fn no_head_gets_504_at_the_idle_timeout(name: &str, via: Via) {
 
 async fn a_stalled_body_is_cut_at_the_idle_timeout(name: &str, via: Via) {
     let backend = Backend::start(stalls_after_the_head).await;
-    let app = app(&backend, name, "    idle_timeout: 400ms\n").await;
+    let app = app(backend.addr, name, "    idle_timeout: 400ms\n").await;
     let o = fetch(&app, name, via).await;
     assert_eq!(o.status, 200, "{o:?}");
     assert_eq!(o.kept_case, matches!(via, Via::Fast), "wrong path: {o:?}");
@@ -289,7 +290,7 @@ async fn a_stream_that_keeps_writing_is_not_cut(name: &str, via: Via) {
     let backend = Backend::start(streams).await;
     // Both shorter than the stream: neither may apply once writes keep coming.
     let app = app(
-        &backend,
+        backend.addr,
         name,
         "    response_start_timeout: 500ms\n    idle_timeout: 1s\n",
     )
@@ -305,7 +306,7 @@ async fn a_stream_that_keeps_writing_is_not_cut(name: &str, via: Via) {
 
 async fn absent_settings_change_nothing(name: &str, via: Via) {
     let backend = Backend::start(slow).await;
-    let app = app(&backend, name, "").await;
+    let app = app(backend.addr, name, "").await;
     let o = fetch(&app, name, via).await;
     assert_eq!(o.status, 200, "{o:?}");
     assert_eq!(o.body, "slow", "{o:?}");
@@ -361,4 +362,42 @@ async fn fast_path_absent_settings_change_nothing() {
 #[tokio::test]
 async fn h2c_absent_settings_change_nothing() {
     absent_settings_change_nothing("h2c-absent", Via::H2c).await;
+}
+
+/// A websocket leaves the timeouts once its `101` is out (Knative's hijacked connections leave
+/// its timeout writer): a tunnel quiet for longer than both still carries messages.
+#[tokio::test]
+async fn an_upgraded_tunnel_is_not_cut_when_idle() {
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = backend::websocket_echo().await;
+    let app = app(
+        ws.addr,
+        "ws",
+        "    response_start_timeout: 300ms\n    idle_timeout: 300ms\n",
+    )
+    .await;
+    let stream = TcpStream::connect(app.http()).await.unwrap();
+    let (mut socket, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(format!("ws://{HOST}/chat"), stream),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    for (i, text) in ["hello", "after a silence"].into_iter().enumerate() {
+        if i > 0 {
+            // The silence under test: longer than both timeouts, with margin.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        socket.send(Message::text(text)).await.unwrap();
+        let echoed = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    socket.close(None).await.unwrap();
+    app.shutdown().await.unwrap();
 }
