@@ -22,6 +22,7 @@ mod server;
 mod stats;
 mod subset;
 pub(crate) mod throttler;
+mod timeouts;
 
 use std::net::SocketAddr;
 

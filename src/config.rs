@@ -258,6 +258,26 @@ impl Config {
             if r.timeout.is_zero() {
                 return Err(Error::invalid(at("timeout"), "must be greater than 0"));
             }
+            if let Some(t) = r.response_start_timeout {
+                if t.is_zero() {
+                    return Err(Error::invalid(
+                        at("response_start_timeout"),
+                        "must be greater than 0 (leave it out to turn it off)",
+                    ));
+                }
+                if t > r.timeout {
+                    return Err(Error::invalid(
+                        at("response_start_timeout"),
+                        "must not exceed timeout",
+                    ));
+                }
+            }
+            if r.idle_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(Error::invalid(
+                    at("idle_timeout"),
+                    "must be greater than 0 (leave it out to turn it off)",
+                ));
+            }
             if r.max_scale == 0 {
                 return Err(Error::invalid(at("max_scale"), "must be at least 1"));
             }

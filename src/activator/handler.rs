@@ -27,6 +27,7 @@ use super::{
     retry::{Attempts, BodySlot, Failure, Retry},
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
+    timeouts::Clock,
 };
 use crate::{admin::Readiness, autoscaler::ConcurrencyReporter, backends::Backends};
 
@@ -165,14 +166,15 @@ impl Handler {
         let mut done = Completion::new(start, route.rev.clone());
         // Before queueing: the autoscaler must see queued requests as concurrency.
         done.request = Some(inner.reporter.track(&route.rev.key));
-        let forwarded = tokio::time::timeout(
-            route.timeout,
-            inner.forward(req, &route, settings, start, facts),
-        )
-        .await;
-        let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
+        let clock = Clock::of(&route, start);
+        // Nothing is written before the response head, so the next deadline stays put.
+        let (deadline, expiry) = clock.next();
+        let forwarded =
+            tokio::time::timeout_at(deadline, inner.forward(req, &route, settings, start, facts))
+                .await;
+        let result = forwarded.unwrap_or_else(|_| Err(expiry.error()));
         Ok(match result {
-            Ok(f) => inner.respond(f, done, start + route.timeout),
+            Ok(f) => inner.respond(f, done, clock),
             Err(e) => {
                 done.fail(&e);
                 e.to_response().map(Either::Left)
@@ -361,13 +363,13 @@ impl Inner {
     }
 
     /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
-    /// `deadline` is the revision timeout's end: a response body still streaming then is cut.
+    /// `clock` keeps running over the response body, which is cut when it runs out.
     /// Upgraded connections (websockets) are exempt, as in Knative.
     fn respond(
         &self,
         f: Forwarded,
         mut done: Completion,
-        deadline: Instant,
+        mut clock: Clock,
     ) -> Response<ResponseBody> {
         let Forwarded {
             mut resp,
@@ -396,7 +398,10 @@ impl Inner {
                 self.tunnels.spawn(tunnel(client_side, pod_side, done));
                 resp.map(|_| Either::Left(Full::new(Bytes::new())))
             }
-            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
+            None => {
+                clock.started();
+                resp.map(|body| Either::Right(ProxiedBody::new(body, done, clock)))
+            }
         }
     }
 }

@@ -69,12 +69,7 @@ pub(crate) struct Route {
     pub(crate) rev: Arc<Revision>,
     pub(crate) container_concurrency: u32,
     pub(crate) timeout: Duration,
-    #[expect(
-        dead_code,
-        reason = "read by the proxy's response-start timeout, landing next"
-    )]
     pub(crate) response_start_timeout: Option<Duration>,
-    #[expect(dead_code, reason = "read by the proxy's idle timeout, landing next")]
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) protocol: Protocol,
 }

@@ -267,6 +267,15 @@ pub struct RevisionConfig {
     /// Whole request, queueing included; then 504.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// From arrival, queueing included, until the response head is written; then 504
+    /// (Knative's `responseStartTimeoutSeconds`). Absent: off.
+    #[serde(with = "humantime_serde")]
+    pub response_start_timeout: Option<Duration>,
+    /// Longest time with nothing written to the client (counted from arrival until the
+    /// response starts); then 504, or a cut stream once it has started (Knative's
+    /// `idleTimeoutSeconds`). Absent: off.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
     /// discovery: static.
     pub endpoints: Vec<SocketAddr>,
     /// discovery: local; started with `PORT=<port>` set.
@@ -293,6 +302,8 @@ impl Default for RevisionConfig {
             container_concurrency: 0,
             protocol: Protocol::Auto,
             timeout: Duration::from_secs(300),
+            response_start_timeout: None,
+            idle_timeout: None,
             endpoints: Vec::new(),
             command: Vec::new(),
             env: Default::default(),
