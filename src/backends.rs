@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use crate::{
     config::SharedConfig,
     endpoints::{EndpointMap, Endpoints, Pod, PodMap, Pods, Speaks},
-    revision::RevisionKey,
+    revision::{KeyMap, RevisionKey},
     revisions::Revisions,
 };
 
@@ -80,11 +80,11 @@ impl Backends {
             healthy: healthy_tx,
             pods: pods_tx,
             results_tx,
-            probers: HashMap::new(),
-            reconciled: EndpointMap::new(),
+            probers: KeyMap::default(),
+            reconciled: Endpoints::default(),
             dirty: HashSet::new(),
-            pod_map: PodMap::new(),
-            healthy_map: EndpointMap::new(),
+            pod_map: PodMap::default(),
+            healthy_map: EndpointMap::default(),
             pacing: Arc::new(Pacing::new()),
             exit,
         };
@@ -152,10 +152,10 @@ struct Writer {
     pods: watch::Sender<Pods>,
     results_tx: mpsc::Sender<ProbeResult>,
     /// Per revision, per discovered address.
-    probers: HashMap<RevisionKey, HashMap<SocketAddr, Prober>>,
+    probers: KeyMap<HashMap<SocketAddr, Prober>>,
     /// The discovered table last reconciled: a revision whose entry is the same `Arc` is
     /// skipped, so an update of one revision costs one revision's work.
-    reconciled: EndpointMap,
+    reconciled: Endpoints,
     /// Revisions whose healthy pods may have changed since the last publish.
     dirty: HashSet<RevisionKey>,
     /// The published tables, kept to update in place.
@@ -204,7 +204,7 @@ impl Writer {
 
     /// Starts probers for new endpoints and stops those of vanished ones, for the revisions
     /// whose discovered entry changed.
-    fn reconcile(&mut self, discovered: &EndpointMap) {
+    fn reconcile(&mut self, discovered: &Endpoints) {
         let gone: Vec<RevisionKey> = self
             .reconciled
             .keys()
@@ -216,7 +216,7 @@ impl Writer {
             self.probers.remove(&key);
             self.dirty.insert(key);
         }
-        for (key, addrs) in discovered {
+        for (key, addrs) in discovered.iter() {
             if self
                 .reconciled
                 .get(key)
@@ -253,7 +253,7 @@ impl Writer {
             }
             self.dirty.insert(key.clone());
         }
-        self.reconciled = discovered.clone();
+        self.reconciled = Arc::clone(discovered);
         let count = self.probers.values().map(HashMap::len).sum();
         self.pacing.probers.store(count, Ordering::Relaxed);
     }
