@@ -8,10 +8,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use crate::revision::{KeyMap, RevisionKey};
+use crate::revision::{RevisionKey, SharedKeyMap};
 
 /// Endpoints of every known revision. A revision absent from the map has none.
-pub type EndpointMap = KeyMap<Arc<[SocketAddr]>>;
+pub type EndpointMap = SharedKeyMap<Arc<[SocketAddr]>>;
 
 /// A published snapshot of an [`EndpointMap`].
 pub type Endpoints = Arc<EndpointMap>;
@@ -62,7 +62,7 @@ pub struct Pod {
 
 /// Healthy pods of every known revision, sorted by address; the healthy [`EndpointMap`] with
 /// each pod's protocols.
-pub type PodMap = KeyMap<Arc<[Pod]>>;
+pub type PodMap = SharedKeyMap<Arc<[Pod]>>;
 
 /// A published snapshot of a [`PodMap`].
 pub type Pods = Arc<PodMap>;

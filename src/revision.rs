@@ -15,6 +15,11 @@ pub type KeyHasher = foldhash::fast::RandomState;
 /// A map keyed by revision, with [`KeyHasher`].
 pub type KeyMap<V> = std::collections::HashMap<RevisionKey, V, KeyHasher>;
 
+/// A published table keyed by revision: persistent, so that publishing a copy after one
+/// revision changed costs O(1) rather than a copy of thousands of entries.
+pub type SharedKeyMap<V> =
+    imbl::GenericHashMap<RevisionKey, V, KeyHasher, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// A Knative revision, `namespace/name`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RevisionKey {

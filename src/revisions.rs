@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Protocol, RevisionConfig, SharedConfig},
-    revision::{KeyMap, RevisionKey},
+    revision::{RevisionKey, SharedKeyMap},
 };
 
 /// What kactivator needs to know to serve one revision.
@@ -74,7 +74,7 @@ impl RevisionSpec {
 }
 
 /// Every known revision.
-pub type RevisionMap = KeyMap<Arc<RevisionSpec>>;
+pub type RevisionMap = SharedKeyMap<Arc<RevisionSpec>>;
 
 /// A published snapshot of a [`RevisionMap`].
 pub type Revisions = Arc<RevisionMap>;

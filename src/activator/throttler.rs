@@ -577,7 +577,7 @@ mod tests {
         // Cluster-IP mode: the one destination, CC × ready pods / activators, no per-pod limit.
         let vip = SocketAddr::from(([10, 96, 0, 5], 80));
         let mut mesh = spec(10, Some(Subset { index: 0, count: 5 }));
-        for s in mesh.values_mut() {
+        for (_, s) in mesh.iter_mut() {
             Arc::make_mut(s).cluster_ip = Some(crate::revisions::ClusterRoute {
                 addr: vip,
                 backends: 10,
