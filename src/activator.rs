@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! server → handler → probe_handler | revision → throttler (breaker) → lb → proxy (+retry)
-//!                                     ↑ table (config)   ↑ capacity   ↑ healthy endpoints (backends)
+//!                                ↑ table (revisions)  ↑ capacity (subset)  ↑ healthy endpoints
 //! ```
 
 mod body;
@@ -20,6 +20,7 @@ mod retry;
 mod revision;
 mod server;
 mod stats;
+mod subset;
 pub(crate) mod throttler;
 
 use std::net::SocketAddr;
@@ -27,7 +28,12 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::{app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+use tokio::sync::watch;
+
+use crate::{
+    app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain,
+    revisions::Revisions,
+};
 
 use self::{
     handler::Handler,
@@ -100,6 +106,7 @@ impl Activator {
     pub async fn bind(
         ctx: &Context,
         reporter: ConcurrencyReporter,
+        revisions: watch::Receiver<Revisions>,
         backends: Backends,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
@@ -110,7 +117,7 @@ impl Activator {
         };
         let http = bind(cfg.listen.http).await?;
         let h2c = bind(cfg.listen.h2c).await?;
-        let throttler = Throttler::spawn(ctx.config.clone(), backends.pods());
+        let throttler = Throttler::spawn(ctx.config.clone(), revisions, backends.pods());
         let tunnels = TaskTracker::new();
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");

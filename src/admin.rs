@@ -16,19 +16,39 @@ use tracing::info;
 
 use crate::drain::Drain;
 
-/// Whether this process should receive traffic: started, and not draining.
+/// Whether this process should receive traffic: started, discovery synced, and not draining.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     started: Arc<AtomicBool>,
+    /// Cleared while a discovery source has not listed everything once (see [`SyncGate`]).
+    unsynced: Arc<AtomicBool>,
     drain: Drain,
+}
+
+/// Held by a discovery source until its first full sync: readiness fails until then.
+#[derive(Debug)]
+pub struct SyncGate(Arc<AtomicBool>);
+
+impl SyncGate {
+    /// The first full sync is done; later failures no longer affect readiness.
+    pub fn release(self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Readiness {
     pub fn new(drain: Drain) -> Self {
         Self {
             started: Arc::default(),
+            unsynced: Arc::default(),
             drain,
         }
+    }
+
+    /// Makes readiness wait for the returned gate's release.
+    pub fn sync_gate(&self) -> SyncGate {
+        self.unsynced.store(true, Ordering::Release);
+        SyncGate(self.unsynced.clone())
     }
 
     /// Called once every listener is bound and initial discovery has run.
@@ -37,7 +57,9 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.started.load(Ordering::Acquire) && !self.drain.is_draining()
+        self.started.load(Ordering::Acquire)
+            && !self.unsynced.load(Ordering::Acquire)
+            && !self.drain.is_draining()
     }
 }
 

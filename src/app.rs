@@ -1,6 +1,12 @@
 //! Wiring: builds the shared pieces, binds every listener of the chosen mode, runs, drains.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::{sync::watch, task::JoinHandle};
@@ -15,10 +21,10 @@ use crate::{
     backends::Backends,
     cli::Mode,
     config::{Config, DiscoveryKind, SharedConfig, reload},
-    discovery,
+    discovery::{self, Discovered},
     drain::Drain,
-    endpoints::Endpoints,
     metrics,
+    revisions::Revisions,
 };
 
 /// How long the admin server's open connections get to finish once everything else has
@@ -61,6 +67,9 @@ pub struct App {
     admin: Admin,
     mode: Running,
     local: Option<LocalAutoscaler>,
+    /// The revisions served (activator and adapter modes): the grace period reaches the
+    /// longest revision timeout.
+    revisions: Option<watch::Receiver<Revisions>>,
     /// Cancelled after everything has drained; stops background loops (config watch, local pods).
     exit: CancellationToken,
     /// Stops the stats client and reporter once the data path has drained, before the embedded
@@ -114,6 +123,7 @@ impl App {
             None
         };
 
+        let mut revisions = None;
         let running = match mode {
             Mode::Autoscaler => Running::Autoscaler,
             Mode::Activator | Mode::Adapter => {
@@ -131,12 +141,18 @@ impl App {
                     },
                     stats_exit.clone(),
                 );
-                let discovered =
-                    discovered_endpoints(&ctx, &config, local.as_ref(), exit.clone()).await?;
-                let backends = Backends::spawn(ctx.config.clone(), discovered, exit.clone());
+                let discovered = discover(&ctx, &config, local.as_ref(), exit.clone()).await?;
+                revisions = Some(discovered.revisions.clone());
+                let backends = Backends::spawn(
+                    ctx.config.clone(),
+                    discovered.revisions.clone(),
+                    discovered.endpoints,
+                    exit.clone(),
+                );
                 if mode == Mode::Activator {
                     let reporter = ConcurrencyReporter::spawn(client, stats_exit.clone());
-                    let activator = Activator::bind(&ctx, reporter, backends).await?;
+                    let activator =
+                        Activator::bind(&ctx, reporter, discovered.revisions, backends).await?;
                     let (http, h2c) = activator.local_addrs();
                     addrs.http = Some(http);
                     addrs.h2c = Some(h2c);
@@ -154,6 +170,7 @@ impl App {
             admin,
             mode: running,
             local,
+            revisions,
             exit,
             stats_exit,
         })
@@ -177,6 +194,7 @@ impl App {
             admin,
             mode,
             local,
+            revisions,
             exit,
             stats_exit,
         } = self;
@@ -215,7 +233,7 @@ impl App {
             tokio::time::sleep(cfg.shutdown.drain_delay).await;
         }
         drain.start_closing();
-        let grace = cfg.shutdown.grace_period;
+        let grace = grace_period(&cfg, revisions.as_ref());
         let result = match early {
             Some(res) => flatten(res),
             None => match tokio::time::timeout(grace, &mut mode_task).await {
@@ -253,19 +271,51 @@ fn flatten(res: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::R
     }
 }
 
-async fn discovered_endpoints(
+/// `shutdown.grace_period`; with `discovery: kubernetes`, stretched to the longest revision
+/// timeout: revisions (and their timeouts) come from the API, not from the operator, and a
+/// request admitted just before closing may run that long (Knative's activator Deployment
+/// allows 600 s for it; its `terminationGracePeriodSeconds` stays the hard bound).
+fn grace_period(cfg: &Config, revisions: Option<&watch::Receiver<Revisions>>) -> Duration {
+    let longest = revisions
+        .filter(|_| cfg.discovery == DiscoveryKind::Kubernetes)
+        .and_then(|r| crate::revisions::longest_timeout(&r.borrow()));
+    match longest {
+        Some(longest) if longest > cfg.shutdown.grace_period => {
+            info!(
+                configured = ?cfg.shutdown.grace_period,
+                ?longest,
+                "Grace period stretched to the longest revision timeout"
+            );
+            longest
+        }
+        _ => cfg.shutdown.grace_period,
+    }
+}
+
+/// The revisions and endpoints of the configured discovery source.
+async fn discover(
     ctx: &Context,
     config: &Config,
     local: Option<&LocalAutoscaler>,
     exit: CancellationToken,
-) -> anyhow::Result<watch::Receiver<Endpoints>> {
+) -> anyhow::Result<Discovered> {
+    let from_config = || crate::revisions::spawn_config(ctx.config.clone(), exit.clone());
     Ok(match (config.discovery, local) {
-        (DiscoveryKind::Local, Some(local)) => local.endpoints(),
-        (DiscoveryKind::Local, None) => crate::autoscaler::remote_endpoints(
-            config.autoscaler.url.clone().unwrap_or_default(),
-            exit,
-        ),
-        (DiscoveryKind::Static, _) => discovery::spawn_static(ctx.config.clone(), exit),
+        (DiscoveryKind::Local, Some(local)) => Discovered {
+            revisions: from_config(),
+            endpoints: local.endpoints(),
+        },
+        (DiscoveryKind::Local, None) => Discovered {
+            revisions: from_config(),
+            endpoints: crate::autoscaler::remote_endpoints(
+                config.autoscaler.url.clone().unwrap_or_default(),
+                exit,
+            ),
+        },
+        (DiscoveryKind::Static, _) => Discovered {
+            revisions: from_config(),
+            endpoints: discovery::spawn_static(ctx.config.clone(), exit),
+        },
         (DiscoveryKind::Kubernetes, _) => {
             // kube's error repeats its sources in its message: print it once, not as a chain.
             let client = kube::Client::try_default().await.map_err(|error| {
@@ -273,7 +323,30 @@ async fn discovered_endpoints(
                     "discovery: kubernetes needs a service account or a kubeconfig: {error}"
                 )
             })?;
-            discovery::spawn_kubernetes(ctx.config.clone(), client, exit)
+            let pod_ip = pod_ip()?;
+            discovery::kubernetes::spawn(
+                ctx.config.clone(),
+                client,
+                pod_ip,
+                ctx.readiness.sync_gate(),
+                exit,
+            )
         }
     })
+}
+
+/// `$POD_IP` (Knative's Deployment sets it from `status.podIP`): this activator's address
+/// among the activators of a revision. Unset: no subsetting (every pod is used).
+fn pod_ip() -> anyhow::Result<Option<IpAddr>> {
+    match std::env::var("POD_IP") {
+        Ok(ip) if !ip.trim().is_empty() => ip
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("POD_IP: `{ip}` is not an IP address")),
+        _ => {
+            warn!("POD_IP is not set: this activator uses every pod of a revision (no subsetting)");
+            Ok(None)
+        }
+    }
 }

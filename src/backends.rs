@@ -13,12 +13,12 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -26,6 +26,7 @@ use crate::{
     config::SharedConfig,
     endpoints::{EndpointMap, Endpoints, Pod, PodMap, Pods, Speaks},
     revision::RevisionKey,
+    revisions::Revisions,
 };
 
 /// Healthy endpoints are re-probed at least this far apart: enough to notice a dead pod
@@ -34,6 +35,18 @@ const HEALTHY_REPROBE: Duration = Duration::from_secs(1);
 
 /// Ejections waiting for the writer; beyond it an ejection is dropped (the next probe catches it).
 const EJECT_QUEUE: usize = 1024;
+
+/// Probe results waiting for the writer (probers wait when it is full).
+const RESULT_QUEUE: usize = 4096;
+
+/// Probes in flight at once, across all pods: bounds sockets and CPU when thousands of pods
+/// appear together (a relist of a large cluster).
+const MAX_CONCURRENT_PROBES: usize = 256;
+
+/// Healthy pods are re-probed at this total rate at most; with few pods each is re-probed
+/// every `HEALTHY_REPROBE`, with 20,000 every 40 s (refused connections eject a dead pod
+/// sooner, and discovery removes it when Kubernetes does).
+const HEALTHY_PROBES_PER_SECOND: u64 = 500;
 
 /// Handle to the prober task. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -47,20 +60,27 @@ impl Backends {
     /// Starts probing; runs until `exit` is cancelled.
     pub fn spawn(
         config: watch::Receiver<SharedConfig>,
+        revisions: watch::Receiver<Revisions>,
         discovered: watch::Receiver<Endpoints>,
         exit: CancellationToken,
     ) -> Self {
         let (healthy_tx, healthy) = watch::channel(Endpoints::default());
         let (pods_tx, pods) = watch::channel(Pods::default());
         let (eject, eject_rx) = mpsc::channel(EJECT_QUEUE);
-        let (results_tx, results_rx) = mpsc::channel(EJECT_QUEUE);
+        let (results_tx, results_rx) = mpsc::channel(RESULT_QUEUE);
         let writer = Writer {
             config,
+            revisions,
             discovered,
             healthy: healthy_tx,
             pods: pods_tx,
             results_tx,
             probers: HashMap::new(),
+            reconciled: EndpointMap::new(),
+            dirty: HashSet::new(),
+            pod_map: PodMap::new(),
+            healthy_map: EndpointMap::new(),
+            pacing: Arc::new(Pacing::new()),
             exit,
         };
         // Detached: it stops on `exit`, and its probers stop with it.
@@ -121,11 +141,22 @@ impl Drop for Prober {
 #[derive(Debug)]
 struct Writer {
     config: watch::Receiver<SharedConfig>,
+    revisions: watch::Receiver<Revisions>,
     discovered: watch::Receiver<Endpoints>,
     healthy: watch::Sender<Endpoints>,
     pods: watch::Sender<Pods>,
     results_tx: mpsc::Sender<ProbeResult>,
-    probers: HashMap<(RevisionKey, SocketAddr), Prober>,
+    /// Per revision, per discovered address.
+    probers: HashMap<RevisionKey, HashMap<SocketAddr, Prober>>,
+    /// The discovered table last reconciled: a revision whose entry is the same `Arc` is
+    /// skipped, so an update of one revision costs one revision's work.
+    reconciled: EndpointMap,
+    /// Revisions whose healthy pods may have changed since the last publish.
+    dirty: HashSet<RevisionKey>,
+    /// The published tables, kept to update in place.
+    pod_map: PodMap,
+    healthy_map: EndpointMap,
+    pacing: Arc<Pacing>,
     exit: CancellationToken,
 }
 
@@ -151,45 +182,83 @@ impl Writer {
                 Some((key, addr)) = ejections.recv() => self.eject(key, addr),
                 Some(r) = results.recv() => self.record(r),
             }
+            // Whatever else is already queued joins this publish: thousands of probe results
+            // (a relist, a mass start) publish a handful of times, not thousands.
+            while let Ok((key, addr)) = ejections.try_recv() {
+                self.eject(key, addr);
+            }
+            for _ in 0..RESULT_QUEUE {
+                match results.try_recv() {
+                    Ok(r) => self.record(r),
+                    Err(_) => break,
+                }
+            }
             self.publish();
         }
     }
 
-    /// Starts probers for new endpoints and stops those of vanished ones.
+    /// Starts probers for new endpoints and stops those of vanished ones, for the revisions
+    /// whose discovered entry changed.
     fn reconcile(&mut self, discovered: &EndpointMap) {
-        let wanted: HashSet<(RevisionKey, SocketAddr)> = discovered
-            .iter()
-            .flat_map(|(k, addrs)| addrs.iter().map(move |a| (k.clone(), *a)))
+        let gone: Vec<RevisionKey> = self
+            .reconciled
+            .keys()
+            .filter(|k| !discovered.contains_key(*k))
+            .cloned()
             .collect();
-        self.probers.retain(|id, _| wanted.contains(id));
-        for (key, addr) in wanted {
-            if self.probers.contains_key(&(key.clone(), addr)) {
+        for key in gone {
+            // Dropping a prober stops its task.
+            self.probers.remove(&key);
+            self.dirty.insert(key);
+        }
+        for (key, addrs) in discovered {
+            if self
+                .reconciled
+                .get(key)
+                .is_some_and(|old| Arc::ptr_eq(old, addrs))
+            {
                 continue;
             }
-            let prober = Prober {
-                healthy: None,
-                epoch: Arc::new(AtomicU64::new(0)),
-                kick: Arc::new(Notify::new()),
-                stop: self.exit.child_token(),
-            };
-            tokio::spawn(probe_loop(
-                key.clone(),
-                addr,
-                self.config.clone(),
-                self.results_tx.clone(),
-                prober.epoch.clone(),
-                prober.kick.clone(),
-                prober.stop.clone(),
-            ));
-            self.probers.insert((key, addr), prober);
+            let probers = self.probers.entry(key.clone()).or_default();
+            probers.retain(|addr, _| addrs.contains(addr));
+            for addr in addrs.iter() {
+                if probers.contains_key(addr) {
+                    continue;
+                }
+                let prober = Prober {
+                    healthy: None,
+                    epoch: Arc::new(AtomicU64::new(0)),
+                    kick: Arc::new(Notify::new()),
+                    stop: self.exit.child_token(),
+                };
+                tokio::spawn(probe_loop(
+                    key.clone(),
+                    *addr,
+                    Inputs {
+                        config: self.config.clone(),
+                        revisions: self.revisions.clone(),
+                        pacing: self.pacing.clone(),
+                    },
+                    self.results_tx.clone(),
+                    prober.epoch.clone(),
+                    prober.kick.clone(),
+                    prober.stop.clone(),
+                ));
+                probers.insert(*addr, prober);
+            }
+            self.dirty.insert(key.clone());
         }
+        self.reconciled = discovered.clone();
+        let count = self.probers.values().map(HashMap::len).sum();
+        self.pacing.probers.store(count, Ordering::Relaxed);
     }
 
     fn eject(&mut self, key: RevisionKey, addr: SocketAddr) {
-        if let Some(p) = self.probers.get_mut(&(key.clone(), addr)) {
+        if let Some(p) = self.probers.get_mut(&key).and_then(|m| m.get_mut(&addr)) {
             p.epoch.fetch_add(1, Ordering::AcqRel);
             if p.healthy.is_some() {
                 info!(revision = %key, %addr, "Endpoint ejected after a refused connection");
+                self.dirty.insert(key);
             }
             p.healthy = None;
             p.kick.notify_one();
@@ -197,7 +266,11 @@ impl Writer {
     }
 
     fn record(&mut self, r: ProbeResult) {
-        let Some(p) = self.probers.get_mut(&(r.key.clone(), r.addr)) else {
+        let Some(p) = self
+            .probers
+            .get_mut(&r.key)
+            .and_then(|m| m.get_mut(&r.addr))
+        else {
             return;
         };
         if r.epoch != p.epoch.load(Ordering::Acquire) {
@@ -205,58 +278,94 @@ impl Writer {
         }
         if p.healthy != r.speaks {
             debug!(revision = %r.key, addr = %r.addr, speaks = ?r.speaks, "Endpoint health changed");
+            p.healthy = r.speaks;
+            self.dirty.insert(r.key);
         }
-        p.healthy = r.speaks;
     }
 
-    /// Publishes the healthy table when it differs from the one published: with protocols
-    /// first, then addresses only, so that a reader of either never sees an older table after
-    /// a newer one of the other.
-    fn publish(&self) {
-        let mut map: HashMap<RevisionKey, Vec<Pod>> = HashMap::new();
-        for ((key, addr), p) in &self.probers {
-            if let Some(speaks) = p.healthy {
-                map.entry(key.clone()).or_default().push(Pod {
-                    addr: *addr,
-                    speaks,
-                });
+    /// Publishes the healthy table when it changed: with protocols first, then addresses
+    /// only, so that a reader of either never sees an older table after a newer one of the
+    /// other. Only the revisions marked dirty are rebuilt; the others keep their `Arc`.
+    fn publish(&mut self) {
+        let mut changed = false;
+        for key in std::mem::take(&mut self.dirty) {
+            let mut pods: Vec<Pod> = self
+                .probers
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|(addr, p)| {
+                    p.healthy.map(|speaks| Pod {
+                        addr: *addr,
+                        speaks,
+                    })
+                })
+                .collect();
+            // Sorted, so that "first available" and equality checks are stable.
+            pods.sort_unstable_by_key(|p| p.addr);
+            if pods.is_empty() {
+                if self.pod_map.remove(&key).is_some() {
+                    self.healthy_map.remove(&key);
+                    changed = true;
+                }
+                continue;
             }
+            if self.pod_map.get(&key).is_some_and(|old| **old == *pods) {
+                continue;
+            }
+            self.healthy_map
+                .insert(key.clone(), pods.iter().map(|p| p.addr).collect());
+            self.pod_map.insert(key, Arc::from(pods));
+            changed = true;
         }
-        let pods: PodMap = map
-            .into_iter()
-            .map(|(k, mut v)| {
-                // Sorted, so that "first available" and equality checks are stable.
-                v.sort_unstable_by_key(|p| p.addr);
-                (k, Arc::from(v))
-            })
-            .collect();
-        let next: EndpointMap = pods
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|p| p.addr).collect()))
-            .collect();
-        self.pods.send_if_modified(|cur| {
-            if **cur == pods {
-                false
-            } else {
-                *cur = Arc::new(pods);
-                true
-            }
-        });
-        self.healthy.send_if_modified(|cur| {
-            if **cur == next {
-                false
-            } else {
-                *cur = Arc::new(next);
-                true
-            }
-        });
+        if changed {
+            self.pods.send_replace(Arc::new(self.pod_map.clone()));
+            self.healthy
+                .send_replace(Arc::new(self.healthy_map.clone()));
+        }
     }
+}
+
+/// Keeps probing bounded however many pods there are: at most `MAX_CONCURRENT_PROBES` at a
+/// time, and healthy pods re-probed no faster than `HEALTHY_PROBES_PER_SECOND` in total.
+#[derive(Debug)]
+struct Pacing {
+    slots: Semaphore,
+    probers: AtomicUsize,
+}
+
+impl Pacing {
+    fn new() -> Self {
+        Self {
+            slots: Semaphore::new(MAX_CONCURRENT_PROBES),
+            probers: AtomicUsize::new(0),
+        }
+    }
+
+    /// How long a healthy pod waits for its next probe.
+    fn healthy_interval(&self, probe_period: Duration) -> Duration {
+        let n = self.probers.load(Ordering::Relaxed) as u64;
+        let spread = Duration::from_millis(n.saturating_mul(1000) / HEALTHY_PROBES_PER_SECOND);
+        probe_period.max(HEALTHY_REPROBE).max(spread)
+    }
+}
+
+/// What a prober reads before each probe: the probe settings, the revision's protocol, the
+/// shared pacing.
+struct Inputs {
+    config: watch::Receiver<SharedConfig>,
+    revisions: watch::Receiver<Revisions>,
+    pacing: Arc<Pacing>,
 }
 
 async fn probe_loop(
     key: RevisionKey,
     addr: SocketAddr,
-    config: watch::Receiver<SharedConfig>,
+    Inputs {
+        config,
+        revisions,
+        pacing,
+    }: Inputs,
     results: mpsc::Sender<ProbeResult>,
     epoch: Arc<AtomicU64>,
     kick: Arc<Notify>,
@@ -273,8 +382,12 @@ async fn probe_loop(
             known = None;
         }
         let a = &cfg.activator;
-        // Endpoints of an unconfigured revision (a stale discovery entry) are probed as `auto`.
-        let protocol = cfg.revision(&key).map(|r| r.protocol).unwrap_or_default();
+        // Endpoints of an unknown revision (a stale discovery entry) are probed as `auto`.
+        let protocol = revisions
+            .borrow()
+            .get(&key)
+            .map(|r| r.protocol)
+            .unwrap_or_default();
         let probe = probe::probe(
             cfg.probe_style(),
             protocol,
@@ -285,7 +398,11 @@ async fn probe_loop(
         );
         let speaks = tokio::select! {
             () = stop.cancelled() => return,
-            speaks = probe => speaks,
+            speaks = async {
+                // The semaphore is never closed.
+                let _slot = pacing.slots.acquire().await.ok();
+                probe.await
+            } => speaks,
         };
         let ok = speaks.is_some();
         (known, known_in) = (speaks, started_in);
@@ -299,7 +416,7 @@ async fn probe_loop(
             return;
         }
         let wait = if ok {
-            a.probe_period.max(HEALTHY_REPROBE)
+            pacing.healthy_interval(a.probe_period)
         } else {
             a.probe_period
         };

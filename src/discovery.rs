@@ -1,8 +1,10 @@
-//! Discovery: turns a source of pod addresses into the *discovered* endpoint table.
+//! Discovery: which revisions exist and which pod addresses each has.
 //!
-//! `static` reads `revisions[].endpoints` from the (hot-reloaded) config. `local` endpoints
-//! come from the local autoscaler's process supervisor (see `autoscaler::local`). `kubernetes`
-//! watches the EndpointSlices of each revision's private Service (see [`kubernetes`]).
+//! Every source yields the same two tables ([`Discovered`]): the revisions table and the
+//! *discovered* endpoint table. `static` reads both from the (hot-reloaded) config. `local`
+//! takes revisions from the config and endpoints from the local autoscaler's process
+//! supervisor (see `autoscaler::local`). `kubernetes` watches Knative's Revisions and the
+//! Endpoints of their Services (see [`kubernetes`]).
 
 pub mod kubernetes;
 
@@ -14,7 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Config, SharedConfig},
     endpoints::{EndpointMap, Endpoints},
+    revisions::Revisions,
 };
+
+/// What a discovery source publishes.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// Every revision served and its settings.
+    pub revisions: watch::Receiver<Revisions>,
+    /// Pod addresses per revision, before probing.
+    pub endpoints: watch::Receiver<Endpoints>,
+}
 
 /// Endpoints listed in the config file, republished whenever the file changes.
 pub fn spawn_static(
@@ -41,18 +53,6 @@ pub fn spawn_static(
         }
     });
     rx
-}
-
-/// Endpoints of the configured revisions' private Services, watched through `client`.
-///
-/// Production passes `kube::Client::try_default()` (kubeconfig, else the pod's service account);
-/// tests pass a client pointed at a fake API server. See [`kubernetes::spawn`].
-pub fn spawn_kubernetes(
-    config: watch::Receiver<SharedConfig>,
-    client: kube::Client,
-    shutdown: CancellationToken,
-) -> watch::Receiver<Endpoints> {
-    kubernetes::spawn(config, client, shutdown)
 }
 
 /// The endpoint table a config describes.

@@ -33,4 +33,5 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod proto;
 pub mod revision;
+pub mod revisions;
 pub mod telemetry;

@@ -42,6 +42,12 @@ pub const ADAPTER_ERRORS: &str = "kactivator_adapter_errors_total";
 /// Counter, label `api`: `hold_until_ready` ran out before the revision had a ready pod.
 pub const ADAPTER_HOLD_EXPIRED: &str = "kactivator_adapter_hold_expired_total";
 
+/// Counter, label `resource` (`revisions`, `endpoints`): failed Kubernetes list/watch calls
+/// (each is retried with backoff; the last known state stays in force).
+pub const KUBERNETES_WATCH_ERRORS: &str = "kactivator_kubernetes_watch_errors_total";
+/// Gauge 1/0: `discovery: kubernetes` has listed every watched resource once.
+pub const KUBERNETES_SYNCED: &str = "kactivator_kubernetes_synced";
+
 /// Label names shared by the per-revision metrics.
 pub const LABEL_NAMESPACE: &str = "k8s_namespace_name";
 pub const LABEL_REVISION: &str = "kn_revision_name";
@@ -152,4 +158,22 @@ fn describe() {
         "Adapter holds that ended without a ready pod, by api"
     );
     describe_counter!(CONFIG_RELOADS, "Config file reloads, by result");
+    describe_counter!(
+        KUBERNETES_WATCH_ERRORS,
+        "Failed Kubernetes list/watch calls, by resource (retried with backoff)"
+    );
+    describe_gauge!(
+        KUBERNETES_SYNCED,
+        "1 once discovery: kubernetes has listed Revisions and Endpoints"
+    );
+}
+
+/// Counts a failed Kubernetes list or watch of `resource`.
+pub fn count_kubernetes_error(resource: &'static str) {
+    ::metrics::counter!(KUBERNETES_WATCH_ERRORS, "resource" => resource).increment(1);
+}
+
+/// Records whether Kubernetes discovery has synced.
+pub fn set_kubernetes_synced(synced: bool) {
+    ::metrics::gauge!(KUBERNETES_SYNCED).set(if synced { 1.0 } else { 0.0 });
 }

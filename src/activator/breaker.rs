@@ -10,10 +10,17 @@ use tokio::sync::Semaphore;
 /// Capacity meaning "no limit" (container concurrency 0 with at least one endpoint).
 pub(crate) const UNLIMITED: usize = 1 << 30;
 
-/// The queue already holds `queue_depth` waiters.
+/// Why a request was not admitted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("pending request queue full")]
-pub(crate) struct QueueFull;
+pub(crate) enum Refused {
+    /// The queue already holds `queue_depth` waiters.
+    #[error("pending request queue full")]
+    QueueFull,
+    /// The revision was removed (deleted in the API, dropped from the config): nothing will
+    /// ever be admitted again.
+    #[error("revision deleted")]
+    Gone,
+}
 
 /// Revision-wide admission: at most `capacity` permits out, at most `queue_depth` waiting.
 ///
@@ -46,21 +53,21 @@ impl Breaker {
     }
 
     /// Takes a permit, waiting in line if there is no capacity. Fails at once when
-    /// `queue_depth` requests are already waiting. Cancel-safe: dropping the future leaves the queue.
-    pub(crate) async fn acquire(self: &Arc<Self>, queue_depth: usize) -> Result<Permit, QueueFull> {
+    /// `queue_depth` requests are already waiting, and at once for every waiter when the breaker
+    /// is closed. Cancel-safe: dropping the future leaves the queue.
+    pub(crate) async fn acquire(self: &Arc<Self>, queue_depth: usize) -> Result<Permit, Refused> {
         if let Ok(p) = self.sem.try_acquire() {
             p.forget();
             return Ok(self.permit());
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= queue_depth {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(QueueFull);
+            return Err(Refused::QueueFull);
         }
         let _waiting = Waiting(&self.waiting);
         match self.sem.acquire().await {
             Ok(p) => p.forget(),
-            // The semaphore is never closed.
-            Err(_) => return Err(QueueFull),
+            Err(_) => return Err(Refused::Gone),
         }
         Ok(self.permit())
     }
@@ -80,6 +87,12 @@ impl Breaker {
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Acquire)
+    }
+
+    /// Ends the revision: every waiter, now and later, is refused with [`Refused::Gone`].
+    /// Permits already held stay valid until dropped.
+    pub(crate) fn close(&self) {
+        self.sem.close();
     }
 
     /// Sets the capacity. Raising it wakes waiters at once, oldest first; lowering it never

@@ -23,6 +23,10 @@ pub enum Error {
     QueueFull,
     #[error("timed out waiting for capacity")]
     QueueTimeout,
+    /// The revision went away (deleted in the Kubernetes API, or dropped from the config) while
+    /// the request waited for it.
+    #[error("revision deleted while the request waited")]
+    RevisionGone,
     #[error("activator request timeout")]
     RevisionTimeout,
     #[error("upstream {addr}: {source}")]
@@ -52,7 +56,9 @@ impl Error {
             }
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnknownRevision => StatusCode::NOT_FOUND,
-            Self::QueueFull | Self::QueueTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueueFull | Self::QueueTimeout | Self::RevisionGone => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RevisionTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream { .. } | Self::UpstreamIo { .. } => StatusCode::BAD_GATEWAY,
             Self::Rewrite(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,6 +70,7 @@ impl Error {
         match self {
             Self::QueueFull => Some("queue_full"),
             Self::QueueTimeout => Some("queue_timeout"),
+            Self::RevisionGone => Some("revision_deleted"),
             _ => None,
         }
     }

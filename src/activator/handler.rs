@@ -18,7 +18,7 @@ use tracing::debug;
 
 use super::{
     body::{Completion, ProxiedBody, ResponseBody},
-    breaker::Permit,
+    breaker::{Permit, Refused},
     error::Error,
     headers::{self, RequestHead, RequestRewrite},
     lb::InFlight,
@@ -190,7 +190,10 @@ impl Inner {
         )
         .await
         .map_err(|_| Error::QueueTimeout)?
-        .map_err(|_| Error::QueueFull)
+        .map_err(|refused| match refused {
+            Refused::QueueFull => Error::QueueFull,
+            Refused::Gone => Error::RevisionGone,
+        })
     }
 
     /// An endpoint with room, avoiding `tried`. A request that holds capacity but finds none

@@ -1,5 +1,5 @@
-//! The throttler: the routing table (rebuilt on config change) and, per revision, the
-//! breaker and endpoint trackers (updated on every healthy-endpoint change).
+//! The throttler: the routing table (rebuilt when the config or the revisions change) and, per
+//! revision, the breaker and endpoint trackers (updated on every healthy-endpoint change).
 
 use std::{
     collections::HashMap,
@@ -14,16 +14,20 @@ use arc_swap::{ArcSwap, Guard};
 use http::{HeaderMap, Uri};
 use tokio::sync::watch;
 
+use tracing::Instrument as _;
+
 use super::{
     breaker::{Breaker, UNLIMITED},
     lb::{Balancer, Tracker},
     revision,
     stats::RevisionStats,
+    subset,
 };
 use crate::{
     config::{Config, ProbeStyle, Protocol, SharedConfig},
-    endpoints::{PodMap, Pods},
+    endpoints::{Pod, PodMap, Pods},
     revision::RevisionKey,
+    revisions::{RevisionMap, RevisionSpec, Revisions},
 };
 
 /// Hot-reloadable settings every request reads.
@@ -59,16 +63,23 @@ impl Revision {
     }
 }
 
-/// A configured revision as a request sees it.
+/// A known revision as a request sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) rev: Arc<Revision>,
     pub(crate) container_concurrency: u32,
     pub(crate) timeout: Duration,
+    #[expect(
+        dead_code,
+        reason = "read by the proxy's response-start timeout, landing next"
+    )]
+    pub(crate) response_start_timeout: Option<Duration>,
+    #[expect(dead_code, reason = "read by the proxy's idle timeout, landing next")]
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) protocol: Protocol,
 }
 
-/// The lookup index of one config generation.
+/// The lookup index of one generation of config and revisions.
 #[derive(Debug)]
 pub(crate) struct Table {
     pub(crate) settings: Settings,
@@ -114,46 +125,61 @@ pub(crate) struct Throttler {
 }
 
 impl Throttler {
-    /// Builds the table from the current config and endpoints, then keeps it current until
-    /// either channel closes (at process exit, after the drain).
+    /// Builds the table from the current config, revisions and endpoints, then keeps it
+    /// current until a channel closes (at process exit, after the drain).
     pub(crate) fn spawn(
         mut config: watch::Receiver<SharedConfig>,
+        mut revisions: watch::Receiver<Revisions>,
         mut healthy: watch::Receiver<Pods>,
     ) -> Arc<Self> {
         let mut writer = Writer::default();
         let cfg = config.borrow_and_update().clone();
+        let revs = revisions.borrow_and_update().clone();
         let eps = healthy.borrow_and_update().clone();
-        let table = writer.rebuild(&cfg);
+        let table = writer.rebuild(&cfg, &revs);
         writer.apply(&eps);
         let this = Arc::new(Self {
             table: ArcSwap::from_pointee(table),
         });
         let throttler = this.clone();
-        // Detached: it ends when the config or endpoint publisher goes away.
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = config.changed() => {
-                        if changed.is_err() {
-                            return;
+        let span = tracing::info_span!("throttler");
+        // Detached: it ends when a publisher goes away.
+        tokio::spawn(
+            async move {
+                let mut cfg = cfg;
+                let mut revs = revs;
+                loop {
+                    tokio::select! {
+                        changed = config.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            cfg = config.borrow_and_update().clone();
                         }
-                        let cfg = config.borrow_and_update().clone();
-                        let table = writer.rebuild(&cfg);
-                        // Routes first, then capacity: a request admitted by new capacity
-                        // must find the endpoints it was admitted for.
-                        throttler.table.store(Arc::new(table));
-                        writer.apply(&healthy.borrow().clone());
-                    }
-                    changed = healthy.changed() => {
-                        if changed.is_err() {
-                            return;
+                        changed = revisions.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            revs = revisions.borrow_and_update().clone();
                         }
-                        let eps = healthy.borrow_and_update().clone();
-                        writer.apply(&eps);
+                        changed = healthy.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let eps = healthy.borrow_and_update().clone();
+                            writer.apply(&eps);
+                            continue;
+                        }
                     }
+                    let table = writer.rebuild(&cfg, &revs);
+                    // Routes first, then capacity: a request admitted by new capacity
+                    // must find the endpoints it was admitted for.
+                    throttler.table.store(Arc::new(table));
+                    writer.apply(&healthy.borrow().clone());
                 }
             }
-        });
+            .instrument(span),
+        );
         this
     }
 
@@ -163,52 +189,83 @@ impl Throttler {
     }
 }
 
-#[derive(Debug, Default)]
+/// One revision as the writer last applied it.
+#[derive(Debug)]
+struct Entry {
+    rev: Arc<Revision>,
+    spec: Arc<RevisionSpec>,
+    /// The healthy pods last applied, and the spec they were applied with: unchanged both,
+    /// nothing to do (an update of one revision's pods leaves thousands of others untouched).
+    applied: Option<(Arc<[Pod]>, Arc<RevisionSpec>)>,
+}
+
+#[derive(Debug)]
 struct Writer {
-    /// Every configured revision with its container concurrency.
-    revisions: HashMap<RevisionKey, (Arc<Revision>, u32)>,
+    revisions: HashMap<RevisionKey, Entry>,
+    /// The pods of a revision absent from the healthy table; one `Arc`, so that it compares
+    /// equal from one update to the next.
+    none: Arc<[Pod]>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self {
+            revisions: HashMap::new(),
+            none: Arc::from(Vec::new()),
+        }
+    }
 }
 
 impl Writer {
-    fn rebuild(&mut self, cfg: &Config) -> Table {
-        let mut next = HashMap::with_capacity(cfg.revisions.len());
+    fn rebuild(&mut self, cfg: &Config, revs: &RevisionMap) -> Table {
+        let mut next = HashMap::with_capacity(revs.len());
         let mut names: HashMap<Box<str>, HashMap<Box<str>, Route>> = HashMap::new();
         let mut hosts = HashMap::new();
         // Nothing is learned by a TCP probe: HTTP/1.1 is assumed, as the fast path always did.
         let assumed_http1 = cfg.probe_style() == ProbeStyle::Tcp;
-        for r in &cfg.revisions {
-            let key = r.key();
-            let rev = match self.revisions.get(&key) {
-                Some((rev, _)) => rev.clone(),
-                None => Arc::new(Revision {
-                    key: key.clone(),
-                    breaker: Arc::new(Breaker::new()),
-                    trackers: ArcSwap::from_pointee(Vec::new()),
-                    balancer: Balancer::default(),
-                    stats: RevisionStats::new(&key),
-                    http1_everywhere: AtomicBool::new(assumed_http1),
-                }),
+        for (key, spec) in revs {
+            let (rev, applied) = match self.revisions.remove(key) {
+                Some(e) => (e.rev, e.applied),
+                None => (
+                    Arc::new(Revision {
+                        key: key.clone(),
+                        breaker: Arc::new(Breaker::new()),
+                        trackers: ArcSwap::from_pointee(Vec::new()),
+                        balancer: Balancer::default(),
+                        stats: RevisionStats::new(key),
+                        http1_everywhere: AtomicBool::new(assumed_http1),
+                    }),
+                    None,
+                ),
             };
             let route = Route {
                 rev: rev.clone(),
-                container_concurrency: r.container_concurrency,
-                timeout: r.timeout,
-                protocol: r.protocol,
+                container_concurrency: spec.container_concurrency,
+                timeout: spec.timeout,
+                response_start_timeout: spec.response_start_timeout,
+                idle_timeout: spec.idle_timeout,
+                protocol: spec.protocol,
             };
-            for h in &r.hosts {
-                hosts.insert(h.to_ascii_lowercase().into_boxed_str(), route.clone());
+            for h in &spec.hosts {
+                hosts.insert(h.as_str().into(), route.clone());
             }
             names
-                .entry(r.namespace.as_str().into())
+                .entry(key.namespace().into())
                 .or_default()
-                .insert(r.name.as_str().into(), route);
-            next.insert(key, (rev, r.container_concurrency));
+                .insert(key.name().into(), route);
+            next.insert(
+                key.clone(),
+                Entry {
+                    rev,
+                    spec: spec.clone(),
+                    applied,
+                },
+            );
         }
-        // A revision dropped from the config keeps no capacity; its waiters time out.
-        for (key, (rev, _)) in &self.revisions {
-            if !next.contains_key(key) {
-                rev.breaker.set_capacity(0);
-            }
+        // A revision that went away admits nothing more: its waiters are told at once.
+        for e in self.revisions.values() {
+            e.rev.breaker.set_capacity(0);
+            e.rev.breaker.close();
         }
         self.revisions = next;
         let a = &cfg.activator;
@@ -226,43 +283,67 @@ impl Writer {
         }
     }
 
-    /// Swaps in each revision's healthy endpoints (with what each speaks), then sets its
-    /// capacity.
-    fn apply(&self, healthy: &PodMap) {
-        for (key, (rev, cc)) in &self.revisions {
-            let pods = healthy.get(key).map_or(&[][..], |a| &a[..]);
-            let old = rev.trackers.load();
-            let same =
-                old.len() == pods.len() && old.iter().zip(pods).all(|(t, p)| t.addr == p.addr);
-            let trackers = if same {
-                Arc::clone(&old)
-            } else {
-                Arc::new(
-                    pods.iter()
-                        .map(|p| {
-                            // Keep the tracker (and its in-flight count) of a pod that stays.
-                            old.iter()
-                                .find(|t| t.addr == p.addr)
-                                .cloned()
-                                .unwrap_or_else(|| Arc::new(Tracker::new(p.addr)))
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            };
-            // Before the store: a new tracker is never picked with a protocol not learned.
-            for (t, p) in trackers.iter().zip(pods) {
-                t.set_speaks(p.speaks);
+    /// Swaps in each revision's trackers (this activator's slice of its healthy pods, with
+    /// what each speaks), then sets its capacity.
+    fn apply(&mut self, healthy: &PodMap) {
+        for (key, e) in &mut self.revisions {
+            let pods = healthy.get(key).unwrap_or(&self.none);
+            if e.applied
+                .as_ref()
+                .is_some_and(|(p, s)| Arc::ptr_eq(p, pods) && Arc::ptr_eq(s, &e.spec))
+            {
+                continue;
             }
-            if !pods.is_empty() {
-                let everywhere = pods.iter().all(|p| p.speaks.http1);
-                rev.http1_everywhere.store(everywhere, Ordering::Relaxed);
-            }
-            if !same {
-                rev.trackers.store(trackers);
-            }
-            rev.breaker.set_capacity(capacity(*cc, pods.len()));
+            apply_one(&e.rev, &e.spec, pods);
+            e.applied = Some((pods.clone(), e.spec.clone()));
         }
     }
+}
+
+fn apply_one(rev: &Revision, spec: &RevisionSpec, pods: &[Pod]) {
+    let cc = spec.container_concurrency;
+    let mine: Vec<Pod> = if spec.activators.is_some() && cc > 0 {
+        let mut sorted = pods.to_vec();
+        subset::sort_like_knative(&mut sorted, |p| p.addr);
+        let mut mine: Vec<Pod> = subset::assign(sorted.len(), spec.activators, cc)
+            .into_iter()
+            .map(|i| sorted[i])
+            .collect();
+        // Sorted by address, as the healthy table is: "first available" stays stable.
+        mine.sort_unstable_by_key(|p| p.addr);
+        mine
+    } else {
+        pods.to_vec()
+    };
+    let old = rev.trackers.load();
+    let same = old.len() == mine.len() && old.iter().zip(&mine).all(|(t, p)| t.addr == p.addr);
+    let trackers = if same {
+        Arc::clone(&old)
+    } else {
+        Arc::new(
+            mine.iter()
+                .map(|p| {
+                    // Keep the tracker (and its in-flight count) of a pod that stays.
+                    old.iter()
+                        .find(|t| t.addr == p.addr)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Tracker::new(p.addr)))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Before the store: a new tracker is never picked with a protocol not learned.
+    for (t, p) in trackers.iter().zip(&mine) {
+        t.set_speaks(p.speaks);
+    }
+    if !mine.is_empty() {
+        let everywhere = mine.iter().all(|p| p.speaks.http1);
+        rev.http1_everywhere.store(everywhere, Ordering::Relaxed);
+    }
+    if !same {
+        rev.trackers.store(trackers);
+    }
+    rev.breaker.set_capacity(capacity(cc, mine.len()));
 }
 
 /// Revision-wide capacity: CC × endpoints; CC 0 is unlimited once one endpoint is healthy.
@@ -277,7 +358,7 @@ pub(crate) fn capacity(container_concurrency: u32, endpoints: usize) -> usize {
 /// A table built from `cfg` alone, for other modules' tests and the fuzzing shim.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn test_table(cfg: &Config) -> Table {
-    Writer::default().rebuild(cfg)
+    Writer::default().rebuild(cfg, &crate::revisions::from_config(cfg))
 }
 
 #[cfg(test)]
@@ -287,7 +368,11 @@ mod tests {
     use http::{HeaderValue, header};
 
     use super::*;
-    use crate::endpoints::{Pod, Speaks};
+    use crate::{endpoints::Speaks, revisions::Subset};
+
+    fn revs(cfg: &Config) -> RevisionMap {
+        crate::revisions::from_config(cfg)
+    }
 
     #[test]
     fn capacity_follows_container_concurrency_and_endpoints() {
@@ -305,7 +390,7 @@ mod tests {
         )
         .unwrap();
         let mut w = Writer::default();
-        let t = w.rebuild(&cfg);
+        let t = w.rebuild(&cfg, &revs(&cfg));
         let uri = Uri::from_static("/");
         let route = |pairs: &[(&'static str, &'static str)]| {
             let mut h = HeaderMap::new();
@@ -352,8 +437,8 @@ mod tests {
         w.apply(&eps);
         assert_eq!(rev.breaker.capacity(), 2);
         assert_eq!(rev.trackers.load().len(), 1);
-        let _t2 = w.rebuild(&cfg);
-        assert!(Arc::ptr_eq(&w.revisions[&rev.key].0, &rev));
+        let _t2 = w.rebuild(&cfg, &revs(&cfg));
+        assert!(Arc::ptr_eq(&w.revisions[&rev.key].rev, &rev));
         w.apply(&PodMap::new());
         assert_eq!(rev.breaker.capacity(), 0);
     }
@@ -369,11 +454,11 @@ mod tests {
     fn trackers_learn_what_each_pod_speaks_and_the_fast_path_flag_survives_zero_pods() {
         let cfg = Config::parse("discovery: static\nrevisions:\n  - name: hello\n").unwrap();
         let mut w = Writer::default();
-        let t = w.rebuild(&cfg);
+        let t = w.rebuild(&cfg, &revs(&cfg));
         let rev = t.get("default", "hello").unwrap().rev.clone();
         // HTTP probes learn: until a pod is known, HTTP/1.1 is not assumed.
         assert!(!rev.http1_everywhere());
-        let apply = |pods: Vec<Pod>| {
+        let mut apply = |pods: Vec<Pod>| {
             let mut m = PodMap::new();
             m.insert(rev.key.clone(), Arc::from(pods));
             w.apply(&m);
@@ -399,7 +484,84 @@ mod tests {
             "discovery: static\nactivator:\n  probe_style: tcp\nrevisions:\n  - name: hello\n",
         )
         .unwrap();
-        let t = Writer::default().rebuild(&tcp);
+        let t = Writer::default().rebuild(&tcp, &revs(&tcp));
         assert!(t.get("default", "hello").unwrap().rev.http1_everywhere());
+    }
+
+    #[test]
+    fn an_activator_uses_its_slice_and_capacity_follows_the_slice() {
+        let cfg = Config::parse("discovery: static\n").unwrap();
+        let key = RevisionKey::new("prod", "hello");
+        let spec = |cc: u32, activators: Option<Subset>| {
+            let mut m = RevisionMap::new();
+            m.insert(
+                key.clone(),
+                Arc::new(RevisionSpec {
+                    key: key.clone(),
+                    hosts: Vec::new(),
+                    container_concurrency: cc,
+                    timeout: Duration::from_secs(300),
+                    response_start_timeout: None,
+                    idle_timeout: None,
+                    protocol: Protocol::Http1,
+                    activators,
+                }),
+            );
+            m
+        };
+        let mut w = Writer::default();
+        let t = w.rebuild(&cfg, &spec(1, Some(Subset { index: 1, count: 2 })));
+        let rev = t.get("prod", "hello").unwrap().rev.clone();
+        // Four pods whose address text sorts differently from their numeric order.
+        let pods: Vec<Pod> = [(10, 1), (2, 1), (3, 1), (4, 1)]
+            .iter()
+            .map(|&(last, port)| Pod {
+                addr: SocketAddr::from(([10, 0, 0, last], port)),
+                speaks: Speaks::HTTP1,
+            })
+            .collect();
+        let mut healthy = PodMap::new();
+        healthy.insert(key.clone(), Arc::from(pods));
+        w.apply(&healthy);
+        // Text order: 10.0.0.10, 10.0.0.2, 10.0.0.3, 10.0.0.4 → index 1 of 2 takes the last two.
+        let mine: Vec<String> = rev
+            .trackers
+            .load()
+            .iter()
+            .map(|t| t.addr.to_string())
+            .collect();
+        assert_eq!(mine, ["10.0.0.3:1", "10.0.0.4:1"]);
+        assert_eq!(rev.breaker.capacity(), 2);
+        // Unlimited concurrency is never sliced.
+        let _ = w.rebuild(&cfg, &spec(0, Some(Subset { index: 1, count: 2 })));
+        w.apply(&healthy);
+        assert_eq!(rev.trackers.load().len(), 4);
+        // No known index: every pod, CC × pods.
+        let _ = w.rebuild(&cfg, &spec(3, None));
+        w.apply(&healthy);
+        assert_eq!(rev.trackers.load().len(), 4);
+        assert_eq!(rev.breaker.capacity(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_removed_revision_refuses_its_waiters_at_once() {
+        let cfg = Config::parse("discovery: static\nrevisions:\n  - name: hello\n").unwrap();
+        let mut w = Writer::default();
+        let t = w.rebuild(&cfg, &revs(&cfg));
+        let rev = t.get("default", "hello").unwrap().rev.clone();
+        let waiter = tokio::spawn({
+            let breaker = rev.breaker.clone();
+            async move { breaker.acquire(10).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        let t = w.rebuild(&cfg, &RevisionMap::new());
+        assert!(t.get("default", "hello").is_none());
+        assert_eq!(
+            waiter.await.unwrap(),
+            Err(super::super::breaker::Refused::Gone)
+        );
+        // Back again: a fresh revision with a fresh queue.
+        let t = w.rebuild(&cfg, &revs(&cfg));
+        assert!(!Arc::ptr_eq(&t.get("default", "hello").unwrap().rev, &rev));
     }
 }

@@ -59,7 +59,12 @@ async fn tcp_probe_admits_a_listening_endpoint_and_eject_removes_it_until_a_prob
     let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
     let (_disc_tx, disc_rx) = watch::channel(discovered);
     let exit = CancellationToken::new();
-    let b = Backends::spawn(cfg_rx, disc_rx, exit.clone());
+    let b = Backends::spawn(
+        cfg_rx.clone(),
+        crate::revisions::spawn_config(cfg_rx, exit.clone()),
+        disc_rx,
+        exit.clone(),
+    );
     let mut rx = b.healthy();
     let map = wait_count(&mut rx, 1).await;
     assert_eq!(&*map[&key()], &[addr]);
@@ -85,7 +90,13 @@ async fn knative_probe_needs_200_and_body_queue() {
     let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
     let (_disc_tx, disc_rx) = watch::channel(discovered);
     let exit = CancellationToken::new();
-    let mut rx = Backends::spawn(cfg_rx, disc_rx, exit.clone()).healthy();
+    let mut rx = Backends::spawn(
+        cfg_rx.clone(),
+        crate::revisions::spawn_config(cfg_rx, exit.clone()),
+        disc_rx,
+        exit.clone(),
+    )
+    .healthy();
     let map = wait_count(&mut rx, 1).await;
     assert_eq!(&*map[&key()], &[good]);
     exit.cancel();
@@ -99,7 +110,13 @@ async fn http_probe_takes_any_2xx_and_vanished_endpoints_leave() {
     let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
     let (disc_tx, disc_rx) = watch::channel(discovered);
     let exit = CancellationToken::new();
-    let mut rx = Backends::spawn(cfg_rx, disc_rx, exit.clone()).healthy();
+    let mut rx = Backends::spawn(
+        cfg_rx.clone(),
+        crate::revisions::spawn_config(cfg_rx, exit.clone()),
+        disc_rx,
+        exit.clone(),
+    )
+    .healthy();
     let map = wait_count(&mut rx, 1).await;
     assert_eq!(&*map[&key()], &[ok]);
     disc_tx.send_replace(Endpoints::default());
@@ -146,7 +163,12 @@ async fn auto_revisions_publish_what_each_pod_speaks_and_relearn_it() {
     let discovered = crate::discovery::static_endpoints(&cfg_rx.borrow());
     let (_disc_tx, disc_rx) = watch::channel(discovered);
     let exit = CancellationToken::new();
-    let b = Backends::spawn(cfg_rx, disc_rx, exit.clone());
+    let b = Backends::spawn(
+        cfg_rx.clone(),
+        crate::revisions::spawn_config(cfg_rx, exit.clone()),
+        disc_rx,
+        exit.clone(),
+    );
     let mut pods = b.pods();
     let speaks_now = |want: Speaks| {
         move |m: &Pods| {

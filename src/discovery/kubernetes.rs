@@ -1,314 +1,415 @@
-//! `discovery: kubernetes`: revision endpoints read from the EndpointSlices of each revision's
-//! private Service (`<name><service_suffix>`), as Knative's activator tracks pods.
+//! `discovery: kubernetes`: revisions, their pods and this activator's subset, watched from the
+//! Kubernetes API exactly where Knative's activator reads them.
 //!
-//! One watcher per namespace, selecting `kubernetes.io/service-name in (<services>)`. Per namespace
-//! rather than per revision because kube's client speaks HTTP/1.1 to the API server, so every watch
-//! holds a connection: a namespace of a hundred revisions costs one, not a hundred. When the revision
-//! list of a namespace changes, a watcher with the new selector is started and the old one keeps
-//! feeding the table until the new one has listed, so that re-planning never blanks live revisions.
+//! Two watches (list + watch, relisting after `410 Gone`, backing off on errors), both
+//! cluster-wide or in `kubernetes.namespace`, and nothing that Knative's activator ClusterRole
+//! does not grant (revisions, endpoints: get/list/watch):
+//! - `serving.knative.dev/v1` Revisions → the revisions table (containerConcurrency, timeouts,
+//!   protocol), with `revisions[]` entries of the config file overriding per revision;
+//! - core/v1 Endpoints of each revision's Services → its *private* ones give the pods (ready and
+//!   not-ready addresses, all probed before use), its *public* ones the activators in its path,
+//!   from which this replica's index (`POD_IP`) and the activator count follow.
+//!
+//! One task owns every table here and publishes snapshots; the data path never calls the API.
+//! Until both watches have listed once, `/readyz` fails; afterwards an unreachable or refusing
+//! API server keeps the last known state in force (and is counted).
+
+mod objects;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::{IpAddr, SocketAddr},
+    collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::Arc,
 };
 
 use futures_util::{FutureExt as _, StreamExt as _};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Endpoints as KubeEndpoints;
 use kube::{
     Api, Client,
-    runtime::{
-        WatchStreamExt as _,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{WatchStreamExt as _, watcher},
 };
-use tokio::sync::{mpsc, watch};
-use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
-use tracing::{debug, warn};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, debug, info, warn};
 
+use self::objects::{Addresses, KnativeRevision, ServiceType};
+use super::Discovered;
 use crate::{
-    config::{Config, SharedConfig},
+    admin::SyncGate,
+    config::{Config, Protocol, SharedConfig},
     endpoints::{EndpointMap, Endpoints},
+    metrics,
+    revision::RevisionKey,
+    revisions::{self, RevisionMap, RevisionSpec, Revisions, Subset},
 };
 
-/// The label the EndpointSlice controller puts on every slice of a Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Events taken from a watch before the tables are republished: a relist of thousands of
+/// objects publishes once, not once per object.
+const BATCH: usize = 4096;
 
-/// Watches the EndpointSlices of every configured revision and publishes the discovered table.
+/// Starts both watches; the tables are published on the returned receivers until `shutdown`.
 ///
-/// The revision list, `kubernetes.service_suffix` and `kubernetes.port_name` are re-read on every
-/// config change. The table holds, per revision, the addresses of endpoints whose `ready` condition
-/// is not false, with the port named `port_name` (or the slice's only port); it is published only
-/// when it changes. Errors from the API server are logged and retried with backoff; the last
-/// listed state stays in force meanwhile. Everything stops when `shutdown` is cancelled.
+/// `pod_ip` is this activator's address (`POD_IP`), for subsetting; `synced` is released once
+/// both watches have listed.
 pub fn spawn(
     config: watch::Receiver<SharedConfig>,
     client: Client,
+    pod_ip: Option<IpAddr>,
+    synced: SyncGate,
     shutdown: CancellationToken,
-) -> watch::Receiver<Endpoints> {
-    let (tx, rx) = watch::channel(Endpoints::default());
-    tokio::spawn(run(config, client, tx, shutdown));
-    rx
-}
-
-async fn run(
-    mut config: watch::Receiver<SharedConfig>,
-    client: Client,
-    tx: watch::Sender<Endpoints>,
-    shutdown: CancellationToken,
-) {
-    // Capacity 1: a pending wake-up already means "recompute", so extra ones are dropped.
-    let (wake_tx, mut wake_rx) = mpsc::channel(1);
-    let mut watchers = Watchers {
-        client,
-        wake: wake_tx,
-        namespaces: HashMap::new(),
-    };
-    let mut cfg = config.borrow_and_update().clone();
-    watchers.plan(&cfg);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = config.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                cfg = config.borrow_and_update().clone();
-                watchers.plan(&cfg);
-            }
-            Some(()) = wake_rx.recv() => {}
-        }
-        watchers.promote_ready();
-        let next = Arc::new(watchers.table(&cfg));
-        tx.send_if_modified(|cur| {
-            if **cur == *next {
-                false
-            } else {
-                debug!(revisions = next.len(), "Discovered endpoints changed");
-                *cur = next;
-                true
-            }
-        });
+) -> Discovered {
+    let cfg = config.borrow().clone();
+    let (revisions_tx, revisions) = watch::channel(Arc::new(revisions::from_config(&cfg)));
+    let (endpoints_tx, endpoints) = watch::channel(Endpoints::default());
+    let namespace = cfg.kubernetes.namespace.clone();
+    metrics::set_kubernetes_synced(false);
+    for resource in ["revisions", "endpoints"] {
+        ::metrics::counter!(metrics::KUBERNETES_WATCH_ERRORS, "resource" => resource).absolute(0);
     }
-}
-
-/// The namespace watchers; owned by the one task that publishes the table.
-struct Watchers {
-    client: Client,
-    wake: mpsc::Sender<()>,
-    namespaces: HashMap<String, Namespace>,
-}
-
-struct Namespace {
-    /// The watcher whose store feeds the table.
-    current: SliceWatch,
-    /// A watcher with a newer selector, listing; replaces `current` once it has listed.
-    next: Option<SliceWatch>,
-}
-
-impl Namespace {
-    fn planned(&self) -> &BTreeSet<String> {
-        &self.next.as_ref().unwrap_or(&self.current).services
-    }
-}
-
-/// One running watcher: its selector's services, its reflector store, its task.
-struct SliceWatch {
-    services: BTreeSet<String>,
-    store: Store<EndpointSlice>,
-    _task: AbortOnDropHandle<()>,
-}
-
-impl SliceWatch {
-    fn start(
-        client: Client,
-        namespace: &str,
-        services: BTreeSet<String>,
-        wake: mpsc::Sender<()>,
-    ) -> Self {
-        let selector = selector(&services);
-        debug!(namespace, %selector, "Watching EndpointSlices");
-        let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default().labels(&selector)).default_backoff(),
-        );
-        let namespace = namespace.to_owned();
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    // A (re)list is buffered by the reflector until InitDone: nothing visible yet.
-                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                    Ok(_) => {
-                        let _ = wake.try_send(());
-                    }
-                    Err(error) => {
-                        warn!(%error, namespace, "EndpointSlice watch failed; retrying");
-                    }
-                }
-            }
-        });
-        Self {
-            services,
-            store,
-            _task: AbortOnDropHandle::new(task),
-        }
-    }
-
-    /// Whether the first list has been applied to the store.
-    fn is_ready(&self) -> bool {
-        matches!(self.store.wait_until_ready().now_or_never(), Some(Ok(())))
-    }
-}
-
-impl Watchers {
-    /// Starts, replaces or stops watchers so that they select exactly the configured services.
-    fn plan(&mut self, cfg: &Config) {
-        let wanted = wanted_services(cfg);
-        // Dropping a watcher aborts its task.
-        self.namespaces.retain(|ns, _| wanted.contains_key(ns));
-        for (ns, services) in wanted {
-            match self.namespaces.get_mut(&ns) {
-                None => {
-                    let current =
-                        SliceWatch::start(self.client.clone(), &ns, services, self.wake.clone());
-                    self.namespaces.insert(
-                        ns,
-                        Namespace {
-                            current,
-                            next: None,
-                        },
-                    );
-                }
-                Some(n) if *n.planned() == services => {}
-                // Planned back before the successor listed: the serving watcher already fits.
-                Some(n) if n.current.services == services => n.next = None,
-                Some(n) => {
-                    let watch =
-                        SliceWatch::start(self.client.clone(), &ns, services, self.wake.clone());
-                    // Keep a listed store serving until its successor has listed; an unlisted
-                    // one has nothing to serve.
-                    if n.current.is_ready() {
-                        n.next = Some(watch);
-                    } else {
-                        n.current = watch;
-                        n.next = None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Lets every successor watcher that has listed take over from its predecessor.
-    fn promote_ready(&mut self) {
-        for n in self.namespaces.values_mut() {
-            if n.next.as_ref().is_some_and(SliceWatch::is_ready)
-                && let Some(next) = n.next.take()
-            {
-                n.current = next;
-            }
-        }
-    }
-
-    /// The discovered table for the configured revisions, from the serving stores.
-    fn table(&self, cfg: &Config) -> EndpointMap {
-        let k = &cfg.kubernetes;
-        let mut by_service: HashMap<&str, BTreeMap<String, Vec<Arc<EndpointSlice>>>> =
-            HashMap::new();
-        for (ns, n) in &self.namespaces {
-            let slices = by_service.entry(ns.as_str()).or_default();
-            for slice in n.current.store.state() {
-                if let Some(service) = slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                {
-                    slices
-                        .entry(service.clone())
-                        .or_default()
-                        .push(slice.clone());
-                }
-            }
-        }
-        let mut map = EndpointMap::new();
-        for r in &cfg.revisions {
-            let service = format!("{}{}", r.name, k.service_suffix);
-            let Some(slices) = by_service
-                .get(r.namespace.as_str())
-                .and_then(|s| s.get(&service))
-            else {
-                continue;
-            };
-            let addrs: BTreeSet<SocketAddr> = slices
-                .iter()
-                .flat_map(|s| ready_addresses(s, &k.port_name))
-                .collect();
-            if !addrs.is_empty() {
-                map.insert(r.key(), addrs.into_iter().collect());
-            }
-        }
-        map
-    }
-}
-
-/// The services each namespace must watch: `<name><service_suffix>` of its revisions.
-fn wanted_services(cfg: &Config) -> BTreeMap<String, BTreeSet<String>> {
-    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &cfg.revisions {
-        wanted
-            .entry(r.namespace.clone())
-            .or_default()
-            .insert(format!("{}{}", r.name, cfg.kubernetes.service_suffix));
-    }
-    wanted
-}
-
-/// The label selector matching the slices of `services` (non-empty, sorted for a stable string).
-fn selector(services: &BTreeSet<String>) -> String {
-    let names: Vec<&str> = services.iter().map(String::as_str).collect();
-    format!("{SERVICE_NAME_LABEL} in ({})", names.join(","))
-}
-
-/// Addresses of the endpoints in `slice` that are not known to be unready, with its `port_name`
-/// port. FQDN slices and slices without a usable port contribute nothing.
-fn ready_addresses(slice: &EndpointSlice, port_name: &str) -> Vec<SocketAddr> {
-    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-        return Vec::new();
-    }
-    let Some(port) = slice_port(slice, port_name) else {
-        debug!(
-            slice = slice.metadata.name.as_deref().unwrap_or_default(),
-            port_name, "EndpointSlice has no usable port"
-        );
-        return Vec::new();
-    };
-    slice
-        .endpoints
-        .iter()
-        // Kubernetes: a nil `ready` is to be read as ready.
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|e| &e.addresses)
-        .filter_map(|a| a.parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect()
-}
-
-/// The port named `name`, else the only port of the slice.
-fn slice_port(slice: &EndpointSlice, name: &str) -> Option<u16> {
-    let ports = slice.ports.as_deref().unwrap_or_default();
-    let port = match ports.iter().find(|p| p.name.as_deref() == Some(name)) {
-        Some(p) => p,
-        None => match ports {
-            [only] => only,
-            _ => return None,
+    let source = Source {
+        state: State {
+            pod_ip,
+            ..State::default()
         },
+        revisions_tx,
+        endpoints_tx,
     };
-    // An absent port number means "all ports": there is no single one to dial.
-    u16::try_from(port.port?).ok().filter(|p| *p != 0)
+    info!(
+        namespace = namespace.as_deref().unwrap_or("(all)"),
+        pod_ip = ?pod_ip,
+        "Watching Knative Revisions and Endpoints"
+    );
+    tokio::spawn(
+        source
+            .run(config, client, namespace, synced, shutdown)
+            .instrument(tracing::info_span!("kubernetes_discovery")),
+    );
+    Discovered {
+        revisions,
+        endpoints,
+    }
+}
+
+/// The writer of both tables.
+struct Source {
+    state: State,
+    revisions_tx: watch::Sender<Revisions>,
+    endpoints_tx: watch::Sender<Endpoints>,
+}
+
+impl Source {
+    async fn run(
+        mut self,
+        mut config: watch::Receiver<SharedConfig>,
+        client: Client,
+        namespace: Option<String>,
+        synced: SyncGate,
+        shutdown: CancellationToken,
+    ) {
+        let (revs_api, eps_api): (Api<KnativeRevision>, Api<KubeEndpoints>) = match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+        let mut revs = watcher(revs_api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut eps = watcher(
+            eps_api,
+            watcher::Config::default().labels(objects::ENDPOINTS_SELECTOR),
+        )
+        .default_backoff()
+        .boxed();
+        let mut cfg = config.borrow_and_update().clone();
+        let mut synced = Some(synced);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = config.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    cfg = config.borrow_and_update().clone();
+                    self.state.mark_all();
+                }
+                Some(event) = revs.next() => self.state.on_revision(event),
+                Some(event) = eps.next() => self.state.on_endpoints(event),
+            }
+            for _ in 0..BATCH {
+                match revs.next().now_or_never() {
+                    Some(Some(event)) => self.state.on_revision(event),
+                    _ => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match eps.next().now_or_never() {
+                    Some(Some(event)) => self.state.on_endpoints(event),
+                    _ => break,
+                }
+            }
+            if !self.state.listed() {
+                continue;
+            }
+            self.publish(&cfg);
+            if let Some(gate) = synced.take() {
+                info!(
+                    revisions = self.state.revisions.len(),
+                    "Kubernetes discovery synced"
+                );
+                metrics::set_kubernetes_synced(true);
+                gate.release();
+            }
+        }
+    }
+
+    /// Recomputes what changed and publishes both tables, each only if it changed.
+    fn publish(&mut self, cfg: &Config) {
+        let (revs_changed, eps_changed) = self.state.recompute(cfg);
+        // `recompute` compared per revision already: no whole-table comparison here.
+        if revs_changed {
+            let next = Arc::new(self.state.revisions.clone());
+            self.revisions_tx.send_replace(next);
+        }
+        if eps_changed {
+            let next = Arc::new(self.state.endpoints.clone());
+            self.endpoints_tx.send_replace(next);
+        }
+    }
+}
+
+/// Everything the watches have told, and the tables derived from it.
+#[derive(Default)]
+struct State {
+    pod_ip: Option<IpAddr>,
+    /// Revisions as the API has them (no config overrides, no subset).
+    api: HashMap<RevisionKey, Arc<RevisionSpec>>,
+    /// Private Endpoints: the pods, ready and not.
+    private: HashMap<RevisionKey, Addresses>,
+    /// Public Endpoints: ready addresses only.
+    public: HashMap<RevisionKey, Addresses>,
+    /// This activator's place per revision. Kept when it drops out of a revision's public
+    /// Endpoints, as Knative keeps it, until the revision goes.
+    subsets: HashMap<RevisionKey, Subset>,
+    /// A relist in progress, per watch: applied whole at `InitDone`.
+    relist_revisions: Option<HashMap<RevisionKey, Arc<RevisionSpec>>>,
+    relist_endpoints: Option<(
+        HashMap<RevisionKey, Addresses>,
+        HashMap<RevisionKey, Addresses>,
+    )>,
+    revisions_listed: bool,
+    endpoints_listed: bool,
+    /// Revisions whose derived entries must be recomputed; `all` after a config change.
+    dirty: HashSet<RevisionKey>,
+    all_dirty: bool,
+    /// The published tables, kept to update in place.
+    revisions: RevisionMap,
+    endpoints: EndpointMap,
+}
+
+impl State {
+    fn listed(&self) -> bool {
+        self.revisions_listed && self.endpoints_listed
+    }
+
+    fn mark_all(&mut self) {
+        self.all_dirty = true;
+    }
+
+    fn on_revision(&mut self, event: Result<watcher::Event<KnativeRevision>, watcher::Error>) {
+        let event = match event {
+            Ok(e) => e,
+            Err(error) => return watch_failed("revisions", &error),
+        };
+        let spec = |r: &KnativeRevision| {
+            let key = objects::key_of(&r.metadata)?;
+            Some((key.clone(), Arc::new(objects::spec_of(key, &r.spec))))
+        };
+        match event {
+            watcher::Event::Init => self.relist_revisions = Some(HashMap::new()),
+            watcher::Event::InitApply(r) => {
+                if let (Some(buf), Some((key, spec))) = (self.relist_revisions.as_mut(), spec(&r)) {
+                    buf.insert(key, spec);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(buf) = self.relist_revisions.take() {
+                    let old = std::mem::replace(&mut self.api, buf);
+                    self.dirty.extend(old.into_keys());
+                    self.dirty.extend(self.api.keys().cloned());
+                }
+                self.revisions_listed = true;
+            }
+            watcher::Event::Apply(r) => {
+                if let Some((key, spec)) = spec(&r) {
+                    // An unchanged spec (a status update) keeps its `Arc`: nothing downstream moves.
+                    if self.api.get(&key).is_none_or(|old| **old != *spec) {
+                        self.api.insert(key.clone(), spec);
+                        self.dirty.insert(key);
+                    }
+                }
+            }
+            watcher::Event::Delete(r) => {
+                if let Some(key) = objects::key_of(&r.metadata) {
+                    debug!(revision = %key, "Revision deleted");
+                    self.api.remove(&key);
+                    self.dirty.insert(key);
+                }
+            }
+        }
+    }
+
+    fn on_endpoints(&mut self, event: Result<watcher::Event<KubeEndpoints>, watcher::Error>) {
+        let event = match event {
+            Ok(e) => e,
+            Err(error) => return watch_failed("endpoints", &error),
+        };
+        match event {
+            watcher::Event::Init => {
+                self.relist_endpoints = Some((HashMap::new(), HashMap::new()));
+            }
+            watcher::Event::InitApply(eps) => {
+                if let (Some((private, public)), Some((key, kind))) =
+                    (self.relist_endpoints.as_mut(), objects::classify(&eps))
+                {
+                    match kind {
+                        ServiceType::Private => private.insert(key, Addresses::of(&eps, true)),
+                        ServiceType::Public => public.insert(key, Addresses::of(&eps, false)),
+                    };
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some((private, public)) = self.relist_endpoints.take() {
+                    for map in [&self.private, &self.public] {
+                        self.dirty.extend(map.keys().cloned());
+                    }
+                    self.dirty.extend(private.keys().cloned());
+                    self.dirty.extend(public.keys().cloned());
+                    self.private = private;
+                    self.public = public;
+                }
+                self.endpoints_listed = true;
+            }
+            watcher::Event::Apply(eps) => {
+                let Some((key, kind)) = objects::classify(&eps) else {
+                    return;
+                };
+                let map = match kind {
+                    ServiceType::Private => &mut self.private,
+                    ServiceType::Public => &mut self.public,
+                };
+                let next = Addresses::of(&eps, kind == ServiceType::Private);
+                if map.get(&key) != Some(&next) {
+                    map.insert(key.clone(), next);
+                    self.dirty.insert(key);
+                }
+            }
+            watcher::Event::Delete(eps) => {
+                if let Some((key, kind)) = objects::classify(&eps) {
+                    match kind {
+                        ServiceType::Private => self.private.remove(&key),
+                        ServiceType::Public => self.public.remove(&key),
+                    };
+                    self.dirty.insert(key);
+                }
+            }
+        }
+    }
+
+    /// Brings the published tables up to date for every dirty revision; returns which changed.
+    fn recompute(&mut self, cfg: &Config) -> (bool, bool) {
+        let keys: Vec<RevisionKey> = if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            let mut all: HashSet<RevisionKey> = self.api.keys().cloned().collect();
+            all.extend(self.revisions.keys().cloned());
+            all.extend(self.private.keys().cloned());
+            all.extend(cfg.revisions.iter().map(|r| r.key()));
+            all.into_iter().collect()
+        } else {
+            self.dirty.drain().collect()
+        };
+        let (mut revs_changed, mut eps_changed) = (false, false);
+        for key in keys {
+            let spec = self.spec(cfg, &key);
+            let addrs = spec.as_ref().map(|s| self.pods(cfg, s)).unwrap_or_default();
+            match spec {
+                Some(spec) => {
+                    if self.revisions.get(&key).is_none_or(|old| **old != spec) {
+                        self.revisions.insert(key.clone(), Arc::new(spec));
+                        revs_changed = true;
+                    }
+                }
+                None => {
+                    if self.revisions.remove(&key).is_some() {
+                        revs_changed = true;
+                    }
+                    self.subsets.remove(&key);
+                }
+            }
+            if addrs.is_empty() {
+                eps_changed |= self.endpoints.remove(&key).is_some();
+            } else if self.endpoints.get(&key).is_none_or(|old| **old != *addrs) {
+                self.endpoints.insert(key, Arc::from(addrs));
+                eps_changed = true;
+            }
+        }
+        (revs_changed, eps_changed)
+    }
+
+    /// A revision's settings: its `revisions[]` entry if the config has one, else the API's;
+    /// with this activator's subset.
+    fn spec(&mut self, cfg: &Config, key: &RevisionKey) -> Option<RevisionSpec> {
+        let mut spec = match cfg.revision(key) {
+            Some(r) => RevisionSpec::from_config(r),
+            None => (**self.api.get(key)?).clone(),
+        };
+        let port = port_name(cfg, spec.protocol, true);
+        if let (Some(own), Some(public)) = (self.pod_ip, self.public.get(key)) {
+            let ips = public.ips(port);
+            if let Some(index) = objects::index_of(&ips, own) {
+                let subset = Subset {
+                    index,
+                    count: ips.len(),
+                };
+                if self.subsets.insert(key.clone(), subset) != Some(subset) {
+                    info!(revision = %key, index, count = ips.len(), "Activator index changed");
+                }
+            }
+        }
+        spec.activators = self.subsets.get(key).copied();
+        Some(spec)
+    }
+
+    /// The pods of a revision: its private Endpoints' addresses on the port of its protocol.
+    fn pods(&self, cfg: &Config, spec: &RevisionSpec) -> Vec<std::net::SocketAddr> {
+        let Some(private) = self.private.get(&spec.key) else {
+            return Vec::new();
+        };
+        let pods = private.sockets(port_name(cfg, spec.protocol, false));
+        if pods.is_empty() && spec.protocol == Protocol::Auto {
+            return private.sockets(objects::PORT_H2C);
+        }
+        if pods.is_empty() && !private.is_empty() {
+            debug!(revision = %spec.key, "Private Endpoints list no port for the revision's protocol");
+        }
+        pods
+    }
+}
+
+/// The Service port name for `protocol`: `http2` for h2c, else `kubernetes.port_name`
+/// (`http`, Knative's). `public` Endpoints always use Knative's names.
+fn port_name(cfg: &Config, protocol: Protocol, public: bool) -> &str {
+    match protocol {
+        Protocol::H2c => objects::PORT_H2C,
+        _ if public => objects::PORT_HTTP1,
+        _ => &cfg.kubernetes.port_name,
+    }
+}
+
+fn watch_failed(resource: &'static str, error: &watcher::Error) {
+    metrics::count_kubernetes_error(resource);
+    warn!(%error, resource, "Kubernetes watch failed; retrying with backoff (last known state stays in force)");
 }
 
 #[cfg(test)]

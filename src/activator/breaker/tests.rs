@@ -37,7 +37,29 @@ async fn breaker_rejects_when_queue_is_full() {
         async move { b.acquire(1).await.map(|_| ()) }
     });
     tokio::task::yield_now().await;
-    assert_eq!(b.acquire(1).await.err(), Some(QueueFull));
+    assert_eq!(b.acquire(1).await.err(), Some(Refused::QueueFull));
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_refuses_every_waiter_at_once_and_keeps_held_permits() {
+    let b = breaker(1);
+    let held = b.acquire(10).await.unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire(10).await.map(|_| ()) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(b.waiting(), 3);
+    b.close();
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), Err(Refused::Gone));
+    }
+    assert_eq!(b.acquire(10).await.err(), Some(Refused::Gone));
+    // Returning a permit to a closed breaker is harmless.
+    drop(held);
+    assert_eq!(b.waiting(), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,150 +1,367 @@
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset};
+use kube::api::ObjectMeta;
+use serde_json::json;
 
 use super::*;
 
-fn port(name: Option<&str>, number: i32) -> EndpointPort {
-    EndpointPort {
-        name: name.map(Into::into),
-        port: Some(number),
-        ..EndpointPort::default()
+fn revision(ns: &str, name: &str, spec: serde_json::Value) -> KnativeRevision {
+    KnativeRevision {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec,
     }
 }
 
-fn endpoint(ip: &str, ready: Option<bool>) -> Endpoint {
-    Endpoint {
-        addresses: vec![ip.into()],
-        conditions: Some(EndpointConditions {
-            ready,
-            ..EndpointConditions::default()
-        }),
-        ..Endpoint::default()
+fn endpoints(
+    ns: &str,
+    rev: &str,
+    kind: &str,
+    ready: &[&str],
+    not_ready: &[&str],
+    port: Option<(&str, i32)>,
+) -> KubeEndpoints {
+    let addrs = |ips: &[&str]| {
+        Some(
+            ips.iter()
+                .map(|ip| EndpointAddress {
+                    ip: (*ip).into(),
+                    ..EndpointAddress::default()
+                })
+                .collect(),
+        )
+    };
+    KubeEndpoints {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(format!("{rev}-{kind}")),
+            labels: Some(BTreeMap::from([
+                (objects::REVISION_LABEL.into(), rev.into()),
+                (objects::SERVICE_TYPE_LABEL.into(), kind.into()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        subsets: Some(vec![EndpointSubset {
+            addresses: addrs(ready),
+            not_ready_addresses: addrs(not_ready),
+            ports: Some(
+                port.into_iter()
+                    .map(|(name, port)| EndpointPort {
+                        name: Some(name.into()),
+                        port,
+                        ..EndpointPort::default()
+                    })
+                    .collect(),
+            ),
+        }]),
     }
 }
 
-fn slice(address_type: &str, ports: Vec<EndpointPort>, endpoints: Vec<Endpoint>) -> EndpointSlice {
-    EndpointSlice {
-        address_type: address_type.into(),
-        ports: Some(ports),
-        endpoints,
-        ..EndpointSlice::default()
-    }
+fn config(yaml: &str) -> Config {
+    Config::parse(&format!("discovery: kubernetes\n{yaml}")).unwrap()
+}
+
+fn key(ns: &str, name: &str) -> RevisionKey {
+    RevisionKey::new(ns, name)
 }
 
 fn addrs(list: &[&str]) -> Vec<SocketAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
 }
 
-#[test]
-fn ready_and_unknown_endpoints_count_unready_ones_do_not() {
-    let s = slice(
-        "IPv4",
-        vec![port(Some("http"), 8012)],
-        vec![
-            endpoint("10.0.0.1", Some(true)),
-            endpoint("10.0.0.2", Some(false)),
-            endpoint("10.0.0.3", None),
-            Endpoint {
-                addresses: vec!["10.0.0.4".into()],
-                conditions: None,
-                ..Endpoint::default()
-            },
-        ],
-    );
-    assert_eq!(
-        ready_addresses(&s, "http"),
-        addrs(&["10.0.0.1:8012", "10.0.0.3:8012", "10.0.0.4:8012"])
-    );
-}
-
-#[test]
-fn the_named_port_wins_over_the_others() {
-    let s = slice(
-        "IPv4",
-        vec![
-            port(Some("http-queueadm"), 8022),
-            port(Some("http"), 8012),
-            port(Some("http2"), 8013),
-        ],
-        vec![endpoint("10.0.0.1", Some(true))],
-    );
-    assert_eq!(ready_addresses(&s, "http"), addrs(&["10.0.0.1:8012"]));
-    assert_eq!(ready_addresses(&s, "http2"), addrs(&["10.0.0.1:8013"]));
-    assert!(
-        ready_addresses(&s, "grpc").is_empty(),
-        "no fallback among several ports"
-    );
-}
-
-#[test]
-fn a_lone_port_is_used_whatever_its_name() {
-    let s = slice(
-        "IPv4",
-        vec![port(None, 8080)],
-        vec![endpoint("10.0.0.1", Some(true))],
-    );
-    assert_eq!(ready_addresses(&s, "http"), addrs(&["10.0.0.1:8080"]));
-}
-
-#[test]
-fn unusable_slices_contribute_nothing() {
-    let fqdn = slice(
-        "FQDN",
-        vec![port(Some("http"), 80)],
-        vec![endpoint("pod.example.com", Some(true))],
-    );
-    assert!(ready_addresses(&fqdn, "http").is_empty());
-    let all_ports = slice(
-        "IPv4",
-        vec![EndpointPort {
-            name: Some("http".into()),
-            ..EndpointPort::default()
-        }],
-        vec![endpoint("10.0.0.1", Some(true))],
-    );
-    assert!(ready_addresses(&all_ports, "http").is_empty());
-    let no_ports = EndpointSlice {
-        address_type: "IPv4".into(),
-        endpoints: vec![endpoint("10.0.0.1", Some(true))],
-        ..EndpointSlice::default()
+/// A state that has listed `revs` and `eps`, as after the first sync.
+fn listed(pod_ip: Option<&str>, revs: Vec<KnativeRevision>, eps: Vec<KubeEndpoints>) -> State {
+    let mut s = State {
+        pod_ip: pod_ip.map(|ip| ip.parse().unwrap()),
+        ..State::default()
     };
-    assert!(ready_addresses(&no_ports, "http").is_empty());
-    let bad_port = slice(
-        "IPv4",
-        vec![port(Some("http"), 70_000)],
-        vec![endpoint("10.0.0.1", Some(true))],
-    );
-    assert!(ready_addresses(&bad_port, "http").is_empty());
+    s.on_revision(Ok(watcher::Event::Init));
+    for r in revs {
+        s.on_revision(Ok(watcher::Event::InitApply(r)));
+    }
+    s.on_revision(Ok(watcher::Event::InitDone));
+    s.on_endpoints(Ok(watcher::Event::Init));
+    for e in eps {
+        s.on_endpoints(Ok(watcher::Event::InitApply(e)));
+    }
+    assert!(!s.listed(), "listed before both watches are done");
+    s.on_endpoints(Ok(watcher::Event::InitDone));
+    assert!(s.listed());
+    s
 }
 
 #[test]
-fn ipv6_addresses_keep_their_port() {
-    let s = slice(
-        "IPv6",
-        vec![port(Some("http"), 8012)],
-        vec![endpoint("fd00::1", Some(true))],
+fn revision_spec_is_read_as_knative_reads_it() {
+    let spec = objects::spec_of(
+        key("prod", "hello-00001"),
+        &json!({
+            "containerConcurrency": 4,
+            "timeoutSeconds": 120,
+            "responseStartTimeoutSeconds": 30,
+            "idleTimeoutSeconds": 0,
+            "containers": [{"image": "x", "ports": [{"name": "h2c", "containerPort": 8080}]}],
+        }),
     );
-    assert_eq!(ready_addresses(&s, "http"), addrs(&["[fd00::1]:8012"]));
+    assert_eq!(spec.container_concurrency, 4);
+    assert_eq!(spec.timeout, Duration::from_secs(120));
+    assert_eq!(spec.response_start_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(spec.idle_timeout, None);
+    assert_eq!(spec.protocol, Protocol::H2c);
+
+    // Missing and odd fields: defaults, never a panic.
+    let odd = objects::spec_of(
+        key("prod", "odd"),
+        &json!({
+            "containerConcurrency": "lots",
+            "timeoutSeconds": -5,
+            "idleTimeoutSeconds": 1.5,
+            "containers": [{"ports": [{"name": "http1"}]}, {"ports": "none"}],
+        }),
+    );
+    assert_eq!(odd.container_concurrency, 0);
+    assert_eq!(odd.timeout, Duration::from_secs(300));
+    assert_eq!(odd.idle_timeout, None);
+    assert_eq!(odd.protocol, Protocol::Http1);
+    let empty = objects::spec_of(key("prod", "empty"), &serde_json::Value::Null);
+    assert_eq!(empty.container_concurrency, 0);
+    assert_eq!(empty.protocol, Protocol::Http1);
 }
 
 #[test]
-fn services_are_grouped_by_namespace_into_one_selector() {
-    let cfg = Config::parse(
-        "discovery: kubernetes
-revisions:
-  - {namespace: a, name: two}
-  - {namespace: a, name: one}
-  - {namespace: b, name: three}
-",
-    )
-    .unwrap();
-    let wanted = wanted_services(&cfg);
-    assert_eq!(wanted.len(), 2);
-    assert_eq!(
-        selector(&wanted["a"]),
-        "kubernetes.io/service-name in (one-private,two-private)"
+fn a_revision_only_in_the_api_is_served_with_its_pods_ready_or_not() {
+    let cfg = config("");
+    let mut s = listed(
+        None,
+        vec![revision(
+            "prod",
+            "hello",
+            json!({"containerConcurrency": 1}),
+        )],
+        vec![endpoints(
+            "prod",
+            "hello",
+            "Private",
+            &["10.0.0.2"],
+            &["10.0.0.1"],
+            Some(("http", 8012)),
+        )],
     );
+    assert_eq!(s.recompute(&cfg), (true, true));
+    let k = key("prod", "hello");
+    assert_eq!(s.revisions[&k].container_concurrency, 1);
     assert_eq!(
-        selector(&wanted["b"]),
-        "kubernetes.io/service-name in (three-private)"
+        &*s.endpoints[&k],
+        addrs(&["10.0.0.1:8012", "10.0.0.2:8012"]).as_slice()
     );
+    // Nothing changed: nothing to publish.
+    assert_eq!(s.recompute(&cfg), (false, false));
+}
+
+#[test]
+fn the_port_follows_the_protocol_and_addresses_without_a_port_name_are_skipped() {
+    let cfg = config("");
+    let h2c = json!({"containers": [{"ports": [{"name": "h2c", "containerPort": 8080}]}]});
+    let mut s = listed(
+        None,
+        vec![
+            revision("prod", "grpc", h2c),
+            revision("prod", "noport", json!({})),
+        ],
+        vec![
+            endpoints(
+                "prod",
+                "grpc",
+                "Private",
+                &["10.0.0.3"],
+                &[],
+                Some(("http2", 8013)),
+            ),
+            endpoints("prod", "noport", "Private", &["10.0.0.4"], &[], None),
+        ],
+    );
+    s.recompute(&cfg);
+    assert_eq!(
+        &*s.endpoints[&key("prod", "grpc")],
+        addrs(&["10.0.0.3:8013"]).as_slice()
+    );
+    assert!(!s.endpoints.contains_key(&key("prod", "noport")));
+    assert!(s.revisions.contains_key(&key("prod", "noport")));
+}
+
+#[test]
+fn public_endpoints_give_this_activators_index_and_it_sticks_when_it_drops_out() {
+    let cfg = config("");
+    let mut s = listed(
+        Some("10.1.0.2"),
+        vec![revision(
+            "prod",
+            "hello",
+            json!({"containerConcurrency": 1}),
+        )],
+        vec![endpoints(
+            "prod",
+            "hello",
+            "Public",
+            &["10.1.0.2", "10.1.0.10", "10.1.0.3"],
+            &[],
+            Some(("http", 8012)),
+        )],
+    );
+    s.recompute(&cfg);
+    let k = key("prod", "hello");
+    // Text order: 10.1.0.10, 10.1.0.2, 10.1.0.3.
+    assert_eq!(
+        s.revisions[&k].activators,
+        Some(Subset { index: 1, count: 3 })
+    );
+    // Serve mode: the public Endpoints list pods, not us; Knative keeps the last index.
+    s.on_endpoints(Ok(watcher::Event::Apply(endpoints(
+        "prod",
+        "hello",
+        "Public",
+        &["10.9.9.9"],
+        &[],
+        Some(("http", 8012)),
+    ))));
+    s.recompute(&cfg);
+    assert_eq!(
+        s.revisions[&k].activators,
+        Some(Subset { index: 1, count: 3 })
+    );
+    // Back in the path with another set.
+    s.on_endpoints(Ok(watcher::Event::Apply(endpoints(
+        "prod",
+        "hello",
+        "Public",
+        &["10.1.0.2", "10.1.0.1"],
+        &[],
+        Some(("http", 8012)),
+    ))));
+    s.recompute(&cfg);
+    assert_eq!(
+        s.revisions[&k].activators,
+        Some(Subset { index: 1, count: 2 })
+    );
+}
+
+#[test]
+fn a_deleted_revision_leaves_both_tables_and_a_relist_drops_what_vanished() {
+    let cfg = config("");
+    let mut s = listed(
+        None,
+        vec![
+            revision("prod", "a", json!({})),
+            revision("prod", "b", json!({})),
+        ],
+        vec![
+            endpoints(
+                "prod",
+                "a",
+                "Private",
+                &["10.0.0.1"],
+                &[],
+                Some(("http", 8012)),
+            ),
+            endpoints(
+                "prod",
+                "b",
+                "Private",
+                &["10.0.0.2"],
+                &[],
+                Some(("http", 8012)),
+            ),
+        ],
+    );
+    s.recompute(&cfg);
+    s.on_revision(Ok(watcher::Event::Delete(revision("prod", "a", json!({})))));
+    assert_eq!(s.recompute(&cfg), (true, true));
+    assert!(!s.revisions.contains_key(&key("prod", "a")));
+    assert!(!s.endpoints.contains_key(&key("prod", "a")));
+    // A relist (after 410 Gone) that no longer has `b` drops it; until InitDone it stays.
+    s.on_revision(Ok(watcher::Event::Init));
+    s.on_revision(Ok(watcher::Event::InitApply(revision(
+        "prod",
+        "c",
+        json!({}),
+    ))));
+    assert_eq!(s.recompute(&cfg), (false, false));
+    assert!(s.revisions.contains_key(&key("prod", "b")));
+    s.on_revision(Ok(watcher::Event::InitDone));
+    s.recompute(&cfg);
+    assert!(!s.revisions.contains_key(&key("prod", "b")));
+    assert!(s.revisions.contains_key(&key("prod", "c")));
+}
+
+#[test]
+fn config_entries_override_the_api_per_revision_and_may_add_revisions() {
+    let cfg = config(
+        "revisions:\n  - name: hello\n    namespace: prod\n    container_concurrency: 7\n    hosts: [api.example.com]\n  - name: extra\n    namespace: prod\n",
+    );
+    let mut s = listed(
+        None,
+        vec![revision(
+            "prod",
+            "hello",
+            json!({"containerConcurrency": 1}),
+        )],
+        vec![],
+    );
+    s.mark_all();
+    s.recompute(&cfg);
+    assert_eq!(s.revisions[&key("prod", "hello")].container_concurrency, 7);
+    assert_eq!(
+        s.revisions[&key("prod", "hello")].hosts,
+        ["api.example.com"]
+    );
+    assert!(s.revisions.contains_key(&key("prod", "extra")));
+}
+
+#[test]
+fn an_unchanged_revision_keeps_its_published_entry() {
+    let cfg = config("");
+    let mut s = listed(
+        None,
+        vec![revision(
+            "prod",
+            "hello",
+            json!({"containerConcurrency": 2}),
+        )],
+        vec![],
+    );
+    s.recompute(&cfg);
+    let before = s.revisions[&key("prod", "hello")].clone();
+    // A status-only update: same spec.
+    s.on_revision(Ok(watcher::Event::Apply(revision(
+        "prod",
+        "hello",
+        json!({"containerConcurrency": 2}),
+    ))));
+    assert_eq!(s.recompute(&cfg), (false, false));
+    assert!(Arc::ptr_eq(&before, &s.revisions[&key("prod", "hello")]));
+}
+
+#[test]
+fn objects_without_the_labels_are_ignored() {
+    let mut e = endpoints(
+        "prod",
+        "x",
+        "Private",
+        &["10.0.0.1"],
+        &[],
+        Some(("http", 8012)),
+    );
+    e.metadata.labels = Some(BTreeMap::from([(
+        objects::SERVICE_TYPE_LABEL.into(),
+        "Private".into(),
+    )]));
+    assert!(objects::classify(&e).is_none());
+    e.metadata.labels = Some(BTreeMap::from([
+        (objects::REVISION_LABEL.into(), "x".into()),
+        (objects::SERVICE_TYPE_LABEL.into(), "Other".into()),
+    ]));
+    assert!(objects::classify(&e).is_none());
 }
