@@ -615,11 +615,10 @@ async fn two_activators_split_four_pods_two_and_two() {
     for r in requests {
         assert_eq!(finish(r).await.0, 200);
     }
-    // Each pod saw two requests (one at a time) from its own activator only.
-    assert_eq!(
-        pods.iter().map(QueueProxy::hits).collect::<Vec<_>>(),
-        [2, 2, 2, 2]
-    );
+    // Each activator's four requests went to its own two pods only, one at a time per pod (which
+    // of the two took more depends on the load-balancing policy).
+    let hits: Vec<usize> = pods.iter().map(QueueProxy::hits).collect();
+    assert_eq!([hits[0] + hits[1], hits[2] + hits[3]], [4, 4], "{hits:?}");
     assert_eq!(
         pods.iter()
             .map(QueueProxy::max_in_flight)
@@ -650,10 +649,8 @@ async fn a_deleted_revision_ends_its_queued_requests_with_an_error() {
         (400..600).contains(&status) && status != 504 && status != 408,
         "{status} {body}"
     );
-    assert!(
-        body.to_lowercase().contains("gone-00001") || body.contains("deleted"),
-        "{body}"
-    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("revision deleted"), "{body}");
     // A new request for it is refused at once too.
     let (status, _) = get(a.ports.http, NS, "gone-00001", WAIT).await.unwrap();
     assert!((400..600).contains(&status) && status != 504);
@@ -723,14 +720,22 @@ async fn a_403_before_the_first_sync_keeps_readyz_503_and_shows_in_metrics() {
         .await;
     assert_eq!(readyz(&a).await, Some(503));
     let m = metrics(&a).await;
-    assert!(
-        m.lines().any(|l| !l.starts_with('#')
-            && (l.contains("kubernetes") || l.contains("discovery"))
-            && (l.contains("403") || l.to_lowercase().contains("forbidden"))),
-        "no metric shows the 403:\n{m}"
-    );
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{m}"))
+    };
+    assert!(value("kactivator_kubernetes_watch_errors_total{resource=\"revisions\"}") >= 1.0);
+    assert_eq!(value("kactivator_kubernetes_synced"), 0.0);
     c.api.allow("revisions");
     wait_ready(&a, c.dir.path()).await;
+    assert_eq!(
+        metrics(&a)
+            .await
+            .lines()
+            .find(|l| l.starts_with("kactivator_kubernetes_synced ")),
+        Some("kactivator_kubernetes_synced 1")
+    );
 }
 
 #[tokio::test]
