@@ -57,6 +57,8 @@ struct Args {
     pods: usize,
     updates: usize,
     window: Duration,
+    steady: Duration,
+    rounds: usize,
     pods_answer: bool,
     trials: usize,
     results: PathBuf,
@@ -69,7 +71,9 @@ fn args() -> Args {
         namespaces: 500,
         pods: 20_000,
         updates: 200,
-        window: Duration::from_secs(10),
+        window: Duration::from_secs(5),
+        steady: Duration::from_secs(60),
+        rounds: 3,
         pods_answer: true,
         trials: 30,
         results: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results"),
@@ -85,6 +89,8 @@ fn args() -> Args {
             "--pods" => a.pods = value().parse().unwrap(),
             "--updates" => a.updates = value().parse().unwrap(),
             "--window-s" => a.window = Duration::from_secs(value().parse().unwrap()),
+            "--rounds" => a.rounds = value().parse().unwrap(),
+            "--steady-s" => a.steady = Duration::from_secs(value().parse().unwrap()),
             "--pods-answer" => a.pods_answer = value() != "no",
             "--trials" => a.trials = value().parse().unwrap(),
             "--results" => a.results = value().into(),
@@ -97,6 +103,12 @@ fn args() -> Args {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--serve-pods") {
+        let from = argv.get(i + 1).and_then(|v| v.parse().ok()).unwrap();
+        let count = argv.get(i + 2).and_then(|v| v.parse().ok()).unwrap();
+        return serve_pods_child(from, count);
+    }
     let args = args();
     raise_nofile(args.pods as u64 + 4096);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -219,6 +231,112 @@ async fn serve_pod(mut stream: tokio::net::TcpStream, i: usize, pods: Arc<Pods>)
     }
 }
 
+/// Most pod listeners one process holds: this sandbox's hard descriptor limit is 20,000, so
+/// 20,000 pods are served by two child processes.
+const PODS_PER_PROCESS: usize = 10_000;
+
+/// Child mode (`--serve-pods FROM COUNT`): serves pods FROM..FROM+COUNT and prints
+/// `<pods probed> <probes>` every 100 ms (the first line once every listener is bound) until its
+/// stdin closes.
+fn serve_pods_child(from: usize, count: usize) {
+    raise_nofile(count as u64 + 4096);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addrs: Vec<SocketAddr> = (from..from + count)
+            .map(|i| SocketAddr::from((pod_ip(i), POD_PORT)))
+            .collect();
+        let pods = start_pods(&addrs).await;
+        let parent_gone = tokio::spawn(async {
+            let mut sink = Vec::new();
+            let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+        });
+        let mut out = tokio::io::stdout();
+        loop {
+            let line = format!("{} {}\n", pods.probed(), pods.total_probes());
+            if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if parent_gone.is_finished() {
+                return;
+            }
+        }
+    });
+}
+
+/// Pods served by child processes, with their latest counters.
+struct PodProcesses {
+    /// (pods probed, probes) per child.
+    counters: Vec<Arc<[std::sync::atomic::AtomicU64; 2]>>,
+    _children: Vec<tokio::process::Child>,
+}
+
+impl PodProcesses {
+    async fn start(pods: usize) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut counters = Vec::new();
+        let mut children = Vec::new();
+        let mut bound = Vec::new();
+        for from in (0..pods).step_by(PODS_PER_PROCESS) {
+            let count = PODS_PER_PROCESS.min(pods - from);
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["--serve-pods", &from.to_string(), &count.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let counter: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let c = counter.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                let mut tx = Some(tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut f = line.split(' ').map(|v| v.parse::<u64>().unwrap_or(0));
+                    c[0].store(f.next().unwrap_or(0), Ordering::Relaxed);
+                    c[1].store(f.next().unwrap_or(0), Ordering::Relaxed);
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            counters.push(counter);
+            children.push(child);
+            bound.push(rx);
+        }
+        for rx in bound {
+            tokio::time::timeout(Duration::from_secs(120), rx)
+                .await
+                .expect("pod listeners bound")
+                .expect("pod process alive");
+        }
+        Self {
+            counters,
+            _children: children,
+        }
+    }
+
+    fn probed(&self) -> usize {
+        self.counters
+            .iter()
+            .map(|c| c[0].load(Ordering::Relaxed) as usize)
+            .sum()
+    }
+
+    fn total_probes(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c[1].load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// CPU time of `pid`, all threads: (schedstat ns summed over live threads, utime+stime ticks as
 /// ns). The first has ns resolution; the second also counts exited threads.
 fn cpu_ns(pid: u32) -> (u64, u64) {
@@ -297,7 +415,7 @@ async fn scale(args: &Args) {
         .collect();
     let pods = if args.pods_answer {
         eprintln!("[kube-scale] binding {} pod listeners", addrs.len());
-        Some(start_pods(&addrs).await)
+        Some(PodProcesses::start(addrs.len()).await)
     } else {
         None
     };
@@ -363,30 +481,52 @@ async fn scale(args: &Args) {
             started.elapsed()
         );
     }
-    // Let the first probe wave and its publishing settle before measuring steady state.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Let the first probe wave and its publishing settle before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_probed = status_kib(pid, "VmRSS:");
+    let probes = || pods.as_ref().map_or(0, |p| p.total_probes());
 
-    let probes_before = pods.as_ref().map_or(0, |p| p.total_probes());
-    let (idle_sched0, idle_tick0) = cpu_ns(pid);
-    tokio::time::sleep(args.window).await;
-    let (idle_sched1, idle_tick1) = cpu_ns(pid);
-    let probes_idle = pods.as_ref().map_or(0, |p| p.total_probes()) - probes_before;
-    let idle = (idle_sched1 - idle_sched0, idle_tick1 - idle_tick0);
-
-    // Updates: half take a revision's last pod out, half put it back, evenly paced over the
-    // window; distinct revisions, spread over the namespaces.
+    // Rounds of an idle window then an update window of the same length (the machine is
+    // shared: alternating makes a busy spell hit both). Updates: half take a revision's last
+    // pod out, half put it back, evenly paced; distinct revisions, spread over the namespaces.
+    // With 20,000 pods the rounds end before the first re-probe wave (~40 s after the first).
     let step = args.window / u32::try_from(args.updates).unwrap();
-    let (upd_sched0, upd_tick0) = cpu_ns(pid);
-    let t0 = Instant::now();
-    for j in 0..args.updates {
-        let k = (j / 2 * 7919) % args.revisions;
-        let n = if j % 2 == 0 { per_rev - 1 } else { per_rev };
-        api.apply(private(k, n));
-        tokio::time::sleep_until(t0 + step * u32::try_from(j + 1).unwrap()).await;
+    let mut per_update = Vec::new();
+    let mut idle_cores = Vec::new();
+    let mut idle_probes = 0;
+    for round in 0..args.rounds {
+        let (p0, (i0, _)) = (probes(), cpu_ns(pid));
+        tokio::time::sleep(args.window).await;
+        let (p1, (i1, _)) = (probes(), cpu_ns(pid));
+        idle_probes += p1 - p0;
+        let t0 = Instant::now();
+        for j in 0..args.updates {
+            let k = ((round * args.updates + j) / 2 * 7919) % args.revisions;
+            let n = if j % 2 == 0 { per_rev - 1 } else { per_rev };
+            api.apply(private(k, n));
+            tokio::time::sleep_until(t0 + step * u32::try_from(j + 1).unwrap()).await;
+        }
+        let (u1, _) = cpu_ns(pid);
+        let (idle, updating) = (i1 - i0, u1 - i1);
+        idle_cores.push(idle as f64 / 1e9 / args.window.as_secs_f64());
+        per_update.push(updating.saturating_sub(idle) as f64 / args.updates as f64 / 1e3);
+        eprintln!(
+            "[kube-scale] round {round}: idle {:.1} ms CPU, {} updates {:.1} ms CPU",
+            idle as f64 / 1e6,
+            args.updates,
+            updating as f64 / 1e6
+        );
     }
-    let (upd_sched1, upd_tick1) = cpu_ns(pid);
-    let updates = (upd_sched1 - upd_sched0, upd_tick1 - upd_tick0);
+    let rounds_end = started.elapsed();
+
+    // Steady state: healthy pods are re-probed one interval (about pods / 500 s, at least 1 s)
+    // after their last probe, so re-probes come in waves; one long window averages them.
+    let p0 = probes();
+    let ((s0, _), steady_t0) = (cpu_ns(pid), Instant::now());
+    tokio::time::sleep(args.steady).await;
+    let (s1, _) = cpu_ns(pid);
+    let steady_secs = steady_t0.elapsed().as_secs_f64();
+    let steady_probes = probes() - p0;
     let rss_end = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
@@ -400,9 +540,17 @@ async fn scale(args: &Args) {
     .ok()
     .flatten();
 
-    let per_update_us =
-        |(u, i): (u64, u64)| (u.saturating_sub(i)) as f64 / args.updates as f64 / 1e3;
-    let secs = args.window.as_secs_f64();
+    let list = |v: &[f64], digits: usize| {
+        v.iter()
+            .map(|x| format!("{x:.digits$}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     let mut row = BTreeMap::new();
     row.insert("revisions", args.revisions.to_string());
     row.insert("namespaces", args.namespaces.to_string());
@@ -418,22 +566,31 @@ async fn scale(args: &Args) {
     row.insert("rss_end_mib", format!("{:.1}", mib(rss_end)));
     row.insert("hwm_mib", format!("{:.1}", mib(hwm)));
     row.insert("threads", threads.to_string());
-    row.insert("idle_cores", format!("{:.4}", idle.0 as f64 / 1e9 / secs));
+    row.insert("window_s", format!("{}", args.window.as_secs_f64()));
+    row.insert("updates_per_round", args.updates.to_string());
+    row.insert("rounds_end_s", format!("{:.1}", rounds_end.as_secs_f64()));
+    row.insert("idle_cores_rounds", list(&idle_cores, 4));
     row.insert(
-        "idle_cores_ticks",
-        format!("{:.4}", idle.1 as f64 / 1e9 / secs),
+        "idle_probes_per_s",
+        format!(
+            "{:.0}",
+            idle_probes as f64 / args.window.as_secs_f64() / args.rounds as f64
+        ),
     );
-    row.insert("probes_per_s", format!("{:.0}", probes_idle as f64 / secs));
-    row.insert("updates", args.updates.to_string());
+    row.insert("update_cpu_us_rounds", list(&per_update, 1));
     row.insert(
-        "update_cpu_us",
-        format!("{:.1}", per_update_us((updates.0, idle.0))),
+        "update_cpu_us_median",
+        format!("{:.1}", median(&per_update)),
+    );
+    row.insert("steady_window_s", format!("{steady_secs:.1}"));
+    row.insert(
+        "steady_cores",
+        format!("{:.4}", (s1 - s0) as f64 / 1e9 / steady_secs),
     );
     row.insert(
-        "update_cpu_us_ticks",
-        format!("{:.1}", per_update_us((updates.1, idle.1))),
+        "steady_probes_per_s",
+        format!("{:.0}", steady_probes as f64 / steady_secs),
     );
-    row.insert("window_s", format!("{secs}"));
     row.insert(
         "check_request_status",
         served.map_or("-".into(), |s| s.to_string()),
@@ -619,7 +776,8 @@ fn report(name: &str, results: &Path, row: &BTreeMap<&str, String>) {
         .chain(row.values().cloned())
         .collect();
     let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    if text.is_empty() {
+    // A file of another layout (an older version of this bench) starts over.
+    if text.lines().next() != Some(header.join(",").as_str()) {
         text = format!("{}\n", header.join(","));
     }
     text.push_str(&format!("{}\n", values.join(",")));

@@ -306,11 +306,9 @@ async fn watches_get_bookmarks_and_expired_ones_a_410() {
         e => panic!("{e:?}"),
     }
     api.set_gone_as_http(true);
-    let err = revisions.watch(&wp, &rv).await.err();
     // kube reads the status of the request itself as an error.
-    let err = match err {
-        Some(e) => e,
-        None => panic!("expected HTTP 410"),
+    let Some(err) = revisions.watch(&wp, &rv).await.err() else {
+        panic!("expected HTTP 410");
     };
     assert!(
         matches!(err, kube::Error::Api(ref s) if s.code == 410),

@@ -54,6 +54,13 @@ const RESOURCES: &[Resource] = &[
         plural: "configmaps",
         kind: "ConfigMap",
     },
+    // The lead's discovery also lists and watches private Services (cluster IPs for
+    // `kubernetes.mesh: enabled`); readiness waits for that list too.
+    Resource {
+        api_version: "v1",
+        plural: "services",
+        kind: "Service",
+    },
     Resource {
         api_version: "discovery.k8s.io/v1",
         plural: "endpointslices",
