@@ -638,13 +638,31 @@ async fn cold(args: &Args) {
         let request = tokio::spawn(async move { get(http, ns, &r, &p).await });
         // Held: the autoscaler was poked for this revision (the request reached the queue).
         let poke_deadline = Instant::now() + Duration::from_secs(10);
+        let mut poked = true;
         while !autoscaler
             .frames()
             .iter()
             .any(|f| f.protobuf().messages.iter().any(|m| m.name == rev))
         {
-            assert!(Instant::now() < poke_deadline, "no poke for {rev}");
+            if Instant::now() > poke_deadline || request.is_finished() {
+                poked = false;
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !poked {
+            // A failed trial, not a failed bench: say what happened and go on.
+            let answered = request.is_finished();
+            let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            eprintln!(
+                "[kube-cold] trial {t}: no poke for {rev} (request answered: {answered}, \
+                 {} frames so far); log tail {tail:?}",
+                autoscaler.frames().len()
+            );
+            request.abort();
+            rows.push((false, None, f64::NAN, f64::NAN));
+            continue;
         }
         // Let the poke settle so that the request is surely waiting, then publish the pod.
         tokio::time::sleep(Duration::from_millis(20)).await;
