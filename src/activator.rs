@@ -22,6 +22,7 @@ mod server;
 mod stats;
 mod subset;
 pub(crate) mod throttler;
+mod timeouts;
 
 use std::net::SocketAddr;
 
@@ -126,7 +127,7 @@ impl Activator {
             cfg.activator.connect_timeout,
             reporter,
             backends,
-            ctx.drain.clone(),
+            ctx.readiness.clone(),
             tunnels.clone(),
         );
         Ok(Self {

@@ -388,14 +388,16 @@ async fn probe_loop(
             .get(&key)
             .map(|r| r.protocol)
             .unwrap_or_default();
-        let probe = probe::probe(
+        // Boxed: the probe's state (a client connection, buffers) lives on the heap only while
+        // a probe runs, so the 20,000 idle probers of a large cluster stay small.
+        let probe = Box::pin(probe::probe(
             cfg.probe_style(),
             protocol,
             addr,
             &a.probe_path,
             a.probe_timeout,
             known,
-        );
+        ));
         let speaks = tokio::select! {
             () = stop.cancelled() => return,
             speaks = async {

@@ -20,9 +20,9 @@ pub struct Cli {
     #[arg(long, env = "KACTIVATOR_CHECK_CONFIG")]
     pub check_config: bool,
 
-    /// Log format.
-    #[arg(long, env = "KACTIVATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format. Default: json with the in-pod defaults (no config file, in a pod), else text.
+    #[arg(long, env = "KACTIVATOR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// `--mode`.
@@ -60,7 +60,16 @@ mod tests {
         .expect("valid");
         assert_eq!(cli.mode, Mode::Adapter);
         assert!(cli.check_config);
-        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn no_arguments_is_the_activator_with_defaults_chosen_later() {
+        // Knative's activator Deployment passes no arguments.
+        let cli = Cli::try_parse_from(["kactivator"]).expect("valid");
+        assert_eq!(cli.mode, Mode::Activator);
+        assert_eq!(cli.config, None);
+        assert_eq!(cli.log_format, None);
     }
 
     #[test]

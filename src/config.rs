@@ -1,19 +1,22 @@
 //! Configuration: the file schema, validation with key-naming errors, and hot reload.
 
 mod file;
+pub mod pod;
 pub mod reload;
 
 use std::{
     collections::HashMap,
+    fmt,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-pub use file::KubernetesConfig;
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
+pub use file::{KubernetesConfig, MeshMode};
+pub use pod::{InPod, PodEnv};
 
 use crate::revision::{RevisionKey, is_dns_label};
 
@@ -47,8 +50,48 @@ impl Error {
 /// A validated configuration, shared read-only. Reloads publish a new one.
 pub type SharedConfig = Arc<Config>;
 
-/// Reads `path`, or the default file in the working directory, or the defaults.
-pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Error> {
+/// Where the configuration in force came from: a file, or one of two sets of defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--config`, or `kactivator.yaml` in the working directory. Missing keys take the
+    /// built-in defaults, in a pod too.
+    File(PathBuf),
+    /// No file, not in a pod: loopback listeners, static discovery, embedded autoscaler.
+    BuiltIn,
+    /// No file, in a pod: Knative's activator settings ([`Config::in_pod`]).
+    InPod(InPod),
+}
+
+impl Source {
+    /// The file to watch for changes, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::BuiltIn | Self::InPod(_) => None,
+        }
+    }
+
+    pub fn in_pod(&self) -> Option<&InPod> {
+        match self {
+            Self::InPod(pod) => Some(pod),
+            Self::File(_) | Self::BuiltIn => None,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::BuiltIn => f.write_str("built-in defaults (no config file, not in a pod)"),
+            Self::InPod(pod) => write!(f, "in-pod defaults (no config file; {})", pod.why),
+        }
+    }
+}
+
+/// Reads `path`, or the default file in the working directory, or else picks the defaults:
+/// the in-pod ones when `env` says this is a pod, the built-in ones otherwise.
+pub fn load(path: Option<&Path>, env: &PodEnv) -> Result<(Config, Source), Error> {
     let path = match path {
         Some(p) => Some(p.to_path_buf()),
         None => {
@@ -57,15 +100,29 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Error> {
         }
     };
     let Some(path) = path else {
-        let cfg = Config::default();
-        cfg.validate()?;
-        return Ok((cfg, None));
+        return defaults(env);
     };
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
         path: path.clone(),
         source,
     })?;
-    Ok((Config::parse(&text)?, Some(path)))
+    Ok((Config::parse(&text)?, Source::File(path)))
+}
+
+/// The defaults for a start without a config file.
+fn defaults(env: &PodEnv) -> Result<(Config, Source), Error> {
+    let Some(why) = env.in_pod() else {
+        let cfg = Config::default();
+        cfg.validate()?;
+        return Ok((cfg, Source::BuiltIn));
+    };
+    let cfg = Config::in_pod(env)?;
+    let pod = InPod {
+        why,
+        system_namespace: env.system_namespace().to_string(),
+        config_logging: env.config_logging_name().to_string(),
+    };
+    Ok((cfg, Source::InPod(pod)))
 }
 
 impl Config {
@@ -200,6 +257,26 @@ impl Config {
             }
             if r.timeout.is_zero() {
                 return Err(Error::invalid(at("timeout"), "must be greater than 0"));
+            }
+            if let Some(t) = r.response_start_timeout {
+                if t.is_zero() {
+                    return Err(Error::invalid(
+                        at("response_start_timeout"),
+                        "must be greater than 0 (leave it out to turn it off)",
+                    ));
+                }
+                if t > r.timeout {
+                    return Err(Error::invalid(
+                        at("response_start_timeout"),
+                        "must not exceed timeout",
+                    ));
+                }
+            }
+            if r.idle_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(Error::invalid(
+                    at("idle_timeout"),
+                    "must be greater than 0 (leave it out to turn it off)",
+                ));
             }
             if r.max_scale == 0 {
                 return Err(Error::invalid(at("max_scale"), "must be at least 1"));

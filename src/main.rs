@@ -1,10 +1,15 @@
 //! The `kactivator` binary: parse the CLI, load the config, run the chosen mode.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
+use std::{fmt::Write as _, path::Path, process::ExitCode};
 
 use clap::Parser;
-use kactivator::{app::App, cli::Cli, config, drain, telemetry};
+use kactivator::{
+    app::App,
+    cli::{Cli, LogFormat},
+    config::{self, Config, PodEnv, Source},
+    drain, telemetry,
+};
 
 /// `EX_USAGE`: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
@@ -14,8 +19,8 @@ fn main() -> ExitCode {
         return kactivator::demo::main();
     }
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    let (config, path) = match config::load(cli.config.as_deref()) {
+    let env = PodEnv::read();
+    let (config, source) = match config::load(cli.config.as_deref(), &env) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("kactivator: invalid config: {error}");
@@ -23,12 +28,17 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        let file = path
-            .as_ref()
-            .map_or_else(|| "built-in defaults".into(), |p| p.display().to_string());
-        println!("kactivator: config ok ({file})");
+        print!("{}", report(&source, &config));
         return ExitCode::SUCCESS;
     }
+    let in_pod = source.in_pod().cloned();
+    let format = cli.log_format.unwrap_or(if in_pod.is_some() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    let log_level = telemetry::init(format);
+    tracing::info!(mode = ?cli.mode, config = %source, "Configuration loaded");
     // One crypto provider for every TLS user (adapter server, future clients): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,6 +52,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        if let Some(pod) = in_pod {
+            // In the background: start-up does not wait for the API server.
+            telemetry::config_logging::spawn(log_level, pod.system_namespace, pod.config_logging);
+        }
+        let path = source.path().map(Path::to_path_buf);
         let app = App::bind(cli.mode, config, path).await?;
         app.run(async {
             let signal = drain::signal().await;
@@ -56,4 +71,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`'s answer: where the config came from, and the settings an operator of a
+/// zero-config pod most needs to see.
+fn report(source: &Source, cfg: &Config) -> String {
+    let mut out = format!("kactivator: config ok: {source}\n");
+    let l = &cfg.listen;
+    let _ = writeln!(
+        out,
+        "  listen: http {}, h2c {}, admin {}, grpc {}, autoscaler {}",
+        l.http, l.h2c, l.admin, l.grpc, l.autoscaler
+    );
+    let discovery = format!("{:?}", cfg.discovery).to_lowercase();
+    let _ = writeln!(out, "  discovery: {discovery}");
+    let autoscaler = cfg.autoscaler.url.as_deref().unwrap_or("embedded");
+    let _ = writeln!(out, "  autoscaler: {autoscaler}");
+    let _ = writeln!(
+        out,
+        "  shutdown: drain_delay {}, grace_period {}",
+        humantime::format_duration(cfg.shutdown.drain_delay),
+        humantime::format_duration(cfg.shutdown.grace_period)
+    );
+    if let Some(pod) = source.in_pod() {
+        let _ = writeln!(
+            out,
+            "  log level: ConfigMap {}/{} ({} or {}) unless RUST_LOG is set",
+            pod.system_namespace,
+            pod.config_logging,
+            telemetry::config_logging::LEVEL_KEY,
+            telemetry::config_logging::ZAP_KEY
+        );
+    }
+    out
 }

@@ -33,6 +33,19 @@ pub struct RevisionSpec {
     /// This activator's place among the activators in the revision's path (Knative's public
     /// Endpoints); `None` when unknown, and then every pod is used.
     pub activators: Option<Subset>,
+    /// Set when the pods are reached through the revision's private Service (Knative's
+    /// cluster-IP mode, `kubernetes.mesh: enabled`) rather than one by one.
+    pub cluster_ip: Option<ClusterRoute>,
+}
+
+/// Knative's cluster-IP mode for one revision: one destination, balanced by the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterRoute {
+    /// The private Service's cluster IP and port.
+    pub addr: std::net::SocketAddr,
+    /// Ready pods behind it (Knative's backend count): capacity is containerConcurrency × this,
+    /// shared among the activators.
+    pub backends: usize,
 }
 
 /// Where this activator stands among `count` activators sharing a revision (Knative's
@@ -51,10 +64,11 @@ impl RevisionSpec {
             hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             container_concurrency: r.container_concurrency,
             timeout: r.timeout,
-            response_start_timeout: None,
-            idle_timeout: None,
+            response_start_timeout: r.response_start_timeout,
+            idle_timeout: r.idle_timeout,
             protocol: r.protocol,
             activators: None,
+            cluster_ip: None,
         }
     }
 }

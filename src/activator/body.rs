@@ -1,7 +1,6 @@
 //! The response body handed to the client, and the accounting done when a request ends.
 
 use std::{
-    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -12,10 +11,17 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{breaker::Permit, error::Error, lb::InFlight, stats::GaugeGuard, throttler::Revision};
+use super::{
+    breaker::Permit,
+    error::Error,
+    lb::InFlight,
+    stats::GaugeGuard,
+    throttler::Revision,
+    timeouts::{Alarm, Clock},
+};
 use crate::autoscaler::RequestGuard;
 
 /// What the activator answers with: a short local body, or the pod's streamed body.
@@ -89,27 +95,27 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The pod's response body, streamed as is (trailers included); completes the request when
 /// it ends, or counts 499 if it is dropped first.
 ///
-/// The revision timeout covers the whole response, as Knative's does: a body still streaming
-/// at the deadline is cut (the client sees a reset; the request is counted as 504).
+/// The revision timeout covers the whole response, as Knative's does, and the idle timeout
+/// each wait for the pod's next frame: a body still streaming at the deadline is cut (the
+/// client sees a reset; the request is counted as 504). Each frame handed on is a write.
 #[derive(Debug)]
 pub(crate) struct ProxiedBody {
     inner: Incoming,
     done: Option<Completion>,
-    deadline: Instant,
-    /// Armed only once the body has to wait: most bodies end on their first poll, and a timer
-    /// costs a heap allocation and a timer-wheel entry.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Started: the head is out.
+    clock: Clock,
+    alarm: Alarm,
 }
 
 impl ProxiedBody {
-    pub(crate) fn new(inner: Incoming, done: Completion, deadline: Instant) -> Self {
+    pub(crate) fn new(inner: Incoming, done: Completion, clock: Clock) -> Self {
         // An empty body may never be polled: complete now.
         let done = (!inner.is_end_stream()).then_some(done);
         Self {
             inner,
             done,
-            deadline,
-            timer: None,
+            clock,
+            alarm: Alarm::default(),
         }
     }
 }
@@ -122,7 +128,7 @@ impl Body for ProxiedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Every field is Unpin (the timer is boxed).
+        // Every field is Unpin (the alarm's timer is boxed).
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match polled {
@@ -130,21 +136,17 @@ impl Body for ProxiedBody {
             Poll::Ready(None | Some(Err(_))) => {
                 this.done.take();
             }
-            Poll::Pending
-                if this.done.is_some()
-                    && this
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(this.deadline)))
-                        .as_mut()
-                        .poll(cx)
-                        .is_ready() =>
-            {
-                if let Some(mut done) = this.done.take() {
-                    done.code = Some(Error::RevisionTimeout.status().as_u16());
+            Poll::Ready(Some(Ok(_))) => this.clock.wrote(),
+            Poll::Pending if this.done.is_some() => {
+                if let Poll::Ready(expiry) = this.alarm.poll(&this.clock, cx) {
+                    let e = expiry.error();
+                    if let Some(mut done) = this.done.take() {
+                        done.code = Some(e.status().as_u16());
+                    }
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                return Poll::Ready(Some(Err(Box::new(Error::RevisionTimeout))));
             }
-            _ => {}
+            Poll::Pending => {}
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }

@@ -27,8 +27,15 @@ pub enum Error {
     /// the request waited for it.
     #[error("revision deleted while the request waited")]
     RevisionGone,
+    /// The revision's `timeout` (the whole request) ran out.
     #[error("activator request timeout")]
     RevisionTimeout,
+    /// No response head within the revision's `response_start_timeout`.
+    #[error("activator response start timeout")]
+    ResponseStartTimeout,
+    /// Nothing written to the client for the revision's `idle_timeout`.
+    #[error("activator idle timeout")]
+    IdleTimeout,
     #[error("upstream {addr}: {source}")]
     Upstream {
         addr: SocketAddr,
@@ -59,7 +66,9 @@ impl Error {
             Self::QueueFull | Self::QueueTimeout | Self::RevisionGone => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::RevisionTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RevisionTimeout | Self::ResponseStartTimeout | Self::IdleTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::Upstream { .. } | Self::UpstreamIo { .. } => StatusCode::BAD_GATEWAY,
             Self::Rewrite(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -103,6 +112,10 @@ impl Error {
                 Bytes::from_static(b"upstream request failed")
             }
             Self::Rewrite(_) => Bytes::from_static(b"internal error"),
+            // One message for the three, as Knative answers them (the log tells them apart).
+            Self::RevisionTimeout | Self::ResponseStartTimeout | Self::IdleTimeout => {
+                Bytes::from_static(b"activator request timeout")
+            }
             other => Bytes::from(other.to_string()),
         };
         (self.status(), headers, body)

@@ -40,6 +40,7 @@ use super::{
     lb::InFlight,
     retry::{Attempts, Failure, Retry},
     stats::GaugeGuard,
+    timeouts::Clock,
 };
 use crate::drain::Drain;
 
@@ -174,11 +175,13 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     // Before queueing: the autoscaler must see queued requests as concurrency.
     done.request = Some(h.reporter.track(&rev.key));
     client.buf.advance(req.head_len);
-    let deadline = start + req.route.timeout;
+    let clock = Clock::of(&req.route, start);
+    // Nothing is written before the response head, so the next deadline stays put.
+    let (deadline, expiry) = clock.next();
     let forwarded = timeout_at(deadline, forward(client, req, h, start, drain)).await;
-    match forwarded.unwrap_or(Err(Failed::Error(Error::RevisionTimeout))) {
+    match forwarded.unwrap_or_else(|_| Err(Failed::Error(expiry.error()))) {
         // Boxed for the same reason as the attempts.
-        Ok(sent) => Box::pin(relay_response(client, sent, done, deadline, drain)).await,
+        Ok(sent) => Box::pin(relay_response(client, sent, done, clock, drain)).await,
         Err(Failed::ClientGone) => false,
         Err(Failed::Error(e)) => {
             done.fail(&e);
@@ -547,12 +550,13 @@ fn read_ahead(client: &mut Client) -> io::Result<usize> {
 }
 
 /// Sends the response head and relays the body; returns the pod connection to its pool when
-/// the exchange ended cleanly. Whether the client connection stays open.
+/// the exchange ended cleanly. Whether the client connection stays open. Each wait (for the
+/// pod, for the client to take bytes) ends at `clock`'s next deadline: then the body is cut.
 async fn relay_response(
     client: &mut Client,
     sent: Sent,
     mut done: Completion,
-    deadline: Instant,
+    mut clock: Clock,
     drain: &Drain,
 ) -> bool {
     let Sent {
@@ -607,10 +611,12 @@ async fn relay_response(
             false
         }
     };
+    clock.started();
+    let (deadline, expiry) = clock.next();
     let wrote = timeout_at(deadline, client.stream.write_all(&out)).await;
     if !matches!(wrote, Ok(Ok(()))) {
         done.code = Some(if wrote.is_err() {
-            Error::RevisionTimeout.status().as_u16()
+            expiry.error().status().as_u16()
         } else {
             CLIENT_CLOSED
         });
@@ -623,9 +629,10 @@ async fn relay_response(
         }
         loop {
             up.buf.clear();
+            let (deadline, expiry) = clock.next();
             let Ok(read) = timeout_at(deadline, up.stream.read_buf(&mut up.buf)).await else {
-                // The revision timeout covers the body too: cut it.
-                done.code = Some(Error::RevisionTimeout.status().as_u16());
+                // The revision and idle timeouts cover the body too: cut it.
+                done.code = Some(expiry.error().status().as_u16());
                 return false;
             };
             let body = match (read, resp.framing) {
@@ -649,6 +656,10 @@ async fn relay_response(
                 (Ok(n), _) => &up.buf[..n],
             };
             let body_len = body.len();
+            if body_len > 0 {
+                clock.wrote();
+            }
+            let (deadline, expiry) = clock.next();
             match timeout_at(deadline, client.stream.write_all(body)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
@@ -656,7 +667,7 @@ async fn relay_response(
                     return false;
                 }
                 Err(_) => {
-                    done.code = Some(Error::RevisionTimeout.status().as_u16());
+                    done.code = Some(expiry.error().status().as_u16());
                     return false;
                 }
             }

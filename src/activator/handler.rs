@@ -27,8 +27,9 @@ use super::{
     retry::{Attempts, BodySlot, Failure, Retry},
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
+    timeouts::Clock,
 };
-use crate::{autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain};
+use crate::{admin::Readiness, autoscaler::ConcurrencyReporter, backends::Backends};
 
 static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 
@@ -54,7 +55,8 @@ pub(super) struct Inner {
     pub(super) connect_timeout: Duration,
     pub(super) reporter: ConcurrencyReporter,
     pub(super) backends: Backends,
-    pub(super) drain: Drain,
+    /// Kubelet probes on the data port answer with it, as Knative's activator does.
+    pub(super) readiness: Readiness,
     /// Upgraded (websocket) tunnels, so that the drain waits for them too.
     tunnels: TaskTracker,
     /// `kactivator_requests_total` for requests that matched no revision (or were refused
@@ -90,7 +92,7 @@ impl Handler {
         connect_timeout: Duration,
         reporter: ConcurrencyReporter,
         backends: Backends,
-        drain: Drain,
+        readiness: Readiness,
         tunnels: TaskTracker,
     ) -> Self {
         Self {
@@ -100,7 +102,7 @@ impl Handler {
                 connect_timeout,
                 reporter,
                 backends,
-                drain,
+                readiness,
                 tunnels,
                 unrouted: Codes::new(Vec::new()),
             }),
@@ -131,7 +133,7 @@ impl Handler {
                 Err(Error::HeadersTooLarge)
             } else if let Err(e) = head.framing(req.version()) {
                 Err(e)
-            } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.drain) {
+            } else if let Some(answer) = probe_handler::answer(req.headers(), &inner.readiness) {
                 return Ok(match answer {
                     Ok(resp) => resp.map(Either::Left),
                     Err(e) => e.to_response().map(Either::Left),
@@ -164,14 +166,15 @@ impl Handler {
         let mut done = Completion::new(start, route.rev.clone());
         // Before queueing: the autoscaler must see queued requests as concurrency.
         done.request = Some(inner.reporter.track(&route.rev.key));
-        let forwarded = tokio::time::timeout(
-            route.timeout,
-            inner.forward(req, &route, settings, start, facts),
-        )
-        .await;
-        let result = forwarded.unwrap_or(Err(Error::RevisionTimeout));
+        let clock = Clock::of(&route, start);
+        // Nothing is written before the response head, so the next deadline stays put.
+        let (deadline, expiry) = clock.next();
+        let forwarded =
+            tokio::time::timeout_at(deadline, inner.forward(req, &route, settings, start, facts))
+                .await;
+        let result = forwarded.unwrap_or_else(|_| Err(expiry.error()));
         Ok(match result {
-            Ok(f) => inner.respond(f, done, start + route.timeout),
+            Ok(f) => inner.respond(f, done, clock),
             Err(e) => {
                 done.fail(&e);
                 e.to_response().map(Either::Left)
@@ -360,13 +363,13 @@ impl Inner {
     }
 
     /// Turns a pod's response into the client's; starts the tunnel of an upgrade.
-    /// `deadline` is the revision timeout's end: a response body still streaming then is cut.
+    /// `clock` keeps running over the response body, which is cut when it runs out.
     /// Upgraded connections (websockets) are exempt, as in Knative.
     fn respond(
         &self,
         f: Forwarded,
         mut done: Completion,
-        deadline: Instant,
+        mut clock: Clock,
     ) -> Response<ResponseBody> {
         let Forwarded {
             mut resp,
@@ -395,7 +398,10 @@ impl Inner {
                 self.tunnels.spawn(tunnel(client_side, pod_side, done));
                 resp.map(|_| Either::Left(Full::new(Bytes::new())))
             }
-            None => resp.map(|body| Either::Right(ProxiedBody::new(body, done, deadline))),
+            None => {
+                clock.started();
+                resp.map(|body| Either::Right(ProxiedBody::new(body, done, clock)))
+            }
         }
     }
 }

@@ -69,12 +69,7 @@ pub(crate) struct Route {
     pub(crate) rev: Arc<Revision>,
     pub(crate) container_concurrency: u32,
     pub(crate) timeout: Duration,
-    #[expect(
-        dead_code,
-        reason = "read by the proxy's response-start timeout, landing next"
-    )]
     pub(crate) response_start_timeout: Option<Duration>,
-    #[expect(dead_code, reason = "read by the proxy's idle timeout, landing next")]
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) protocol: Protocol,
 }
@@ -240,7 +235,12 @@ impl Writer {
             };
             let route = Route {
                 rev: rev.clone(),
-                container_concurrency: spec.container_concurrency,
+                // Per destination: a cluster IP stands for every pod, the mesh balances.
+                container_concurrency: if spec.cluster_ip.is_some() {
+                    0
+                } else {
+                    spec.container_concurrency
+                },
                 timeout: spec.timeout,
                 response_start_timeout: spec.response_start_timeout,
                 idle_timeout: spec.idle_timeout,
@@ -302,7 +302,10 @@ impl Writer {
 
 fn apply_one(rev: &Revision, spec: &RevisionSpec, pods: &[Pod]) {
     let cc = spec.container_concurrency;
-    let mine: Vec<Pod> = if spec.activators.is_some() && cc > 0 {
+    let cluster = spec
+        .cluster_ip
+        .filter(|c| pods.len() == 1 && pods[0].addr == c.addr);
+    let mine: Vec<Pod> = if cluster.is_none() && spec.activators.is_some() && cc > 0 {
         let mut sorted = pods.to_vec();
         subset::sort_like_knative(&mut sorted, |p| p.addr);
         let mut mine: Vec<Pod> = subset::assign(sorted.len(), spec.activators, cc)
@@ -343,7 +346,25 @@ fn apply_one(rev: &Revision, spec: &RevisionSpec, pods: &[Pod]) {
     if !same {
         rev.trackers.store(trackers);
     }
-    rev.breaker.set_capacity(capacity(cc, mine.len()));
+    let capacity = match cluster {
+        Some(c) => cluster_capacity(cc, c.backends, spec.activators.map_or(1, |a| a.count)),
+        None => capacity(cc, mine.len()),
+    };
+    rev.breaker.set_capacity(capacity);
+}
+
+/// Knative's cluster-IP mode capacity: CC × ready pods shared among the activators, at least 1
+/// while a pod is ready; unlimited for CC 0.
+pub(crate) fn cluster_capacity(
+    container_concurrency: u32,
+    backends: usize,
+    activators: usize,
+) -> usize {
+    match (container_concurrency, backends) {
+        (_, 0) => 0,
+        (0, _) => UNLIMITED,
+        (cc, n) => ((cc as usize).saturating_mul(n) / activators.max(1)).clamp(1, UNLIMITED),
+    }
 }
 
 /// Revision-wide capacity: CC × endpoints; CC 0 is unlimited once one endpoint is healthy.
@@ -372,6 +393,16 @@ mod tests {
 
     fn revs(cfg: &Config) -> RevisionMap {
         crate::revisions::from_config(cfg)
+    }
+
+    #[test]
+    fn cluster_ip_capacity_is_shared_among_activators_as_knative_shares_it() {
+        // Knative's worked cases: CC 10, 10 backends, 5 activators → 20; 200 activators → 1.
+        assert_eq!(cluster_capacity(10, 10, 5), 20);
+        assert_eq!(cluster_capacity(10, 10, 200), 1);
+        assert_eq!(cluster_capacity(10, 0, 5), 0);
+        assert_eq!(cluster_capacity(0, 3, 5), UNLIMITED);
+        assert_eq!(cluster_capacity(10, 3, 0), 30);
     }
 
     #[test]
@@ -505,6 +536,7 @@ mod tests {
                     idle_timeout: None,
                     protocol: Protocol::Http1,
                     activators,
+                    cluster_ip: None,
                 }),
             );
             m
@@ -541,6 +573,29 @@ mod tests {
         w.apply(&healthy);
         assert_eq!(rev.trackers.load().len(), 4);
         assert_eq!(rev.breaker.capacity(), 12);
+
+        // Cluster-IP mode: the one destination, CC × ready pods / activators, no per-pod limit.
+        let vip = SocketAddr::from(([10, 96, 0, 5], 80));
+        let mut mesh = spec(10, Some(Subset { index: 0, count: 5 }));
+        for s in mesh.values_mut() {
+            Arc::make_mut(s).cluster_ip = Some(crate::revisions::ClusterRoute {
+                addr: vip,
+                backends: 10,
+            });
+        }
+        let t = w.rebuild(&cfg, &mesh);
+        assert_eq!(t.get("prod", "hello").unwrap().container_concurrency, 0);
+        let mut one = PodMap::new();
+        one.insert(
+            key.clone(),
+            Arc::from(vec![Pod {
+                addr: vip,
+                speaks: Speaks::HTTP1,
+            }]),
+        );
+        w.apply(&one);
+        assert_eq!(rev.trackers.load().len(), 1);
+        assert_eq!(rev.breaker.capacity(), 20);
     }
 
     #[tokio::test]

@@ -201,3 +201,27 @@ async fn auto_revisions_publish_what_each_pod_speaks_and_relearn_it() {
     .expect("sender alive");
     exit.cancel();
 }
+
+/// A cluster has tens of thousands of pods, each with a prober task: an idle prober must stay
+/// small (the probe itself is boxed for as long as it runs).
+#[test]
+fn an_idle_prober_task_is_small() {
+    let (_cfg_tx, config) = watch::channel(config("http", &[]));
+    let (_rev_tx, revisions) = watch::channel(crate::revisions::Revisions::default());
+    let (results, _rx) = mpsc::channel(1);
+    let prober = probe_loop(
+        key(),
+        SocketAddr::from(([127, 0, 0, 1], 1)),
+        Inputs {
+            config,
+            revisions,
+            pacing: Arc::new(Pacing::new()),
+        },
+        results,
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Notify::new()),
+        CancellationToken::new(),
+    );
+    let size = std::mem::size_of_val(&prober);
+    assert!(size < 1024, "prober future is {size} bytes");
+}

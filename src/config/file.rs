@@ -267,6 +267,15 @@ pub struct RevisionConfig {
     /// Whole request, queueing included; then 504.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// From arrival, queueing included, until the response head is written; then 504
+    /// (Knative's `responseStartTimeoutSeconds`). Absent: off.
+    #[serde(with = "humantime_serde")]
+    pub response_start_timeout: Option<Duration>,
+    /// Longest time with nothing written to the client (counted from arrival until the
+    /// response starts); then 504, or a cut stream once it has started (Knative's
+    /// `idleTimeoutSeconds`). Absent: off.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
     /// discovery: static.
     pub endpoints: Vec<SocketAddr>,
     /// discovery: local; started with `PORT=<port>` set.
@@ -293,6 +302,8 @@ impl Default for RevisionConfig {
             container_concurrency: 0,
             protocol: Protocol::Auto,
             timeout: Duration::from_secs(300),
+            response_start_timeout: None,
+            idle_timeout: None,
             endpoints: Vec::new(),
             command: Vec::new(),
             env: Default::default(),
@@ -315,6 +326,21 @@ pub struct KubernetesConfig {
     pub service_suffix: String,
     /// When set, every revision must live in this namespace (e.g. to run with a namespaced Role).
     pub namespace: Option<String>,
+    /// Whether pods are reached through their private Service's cluster IP (Knative's
+    /// `mesh-compatibility-mode`).
+    pub mesh: MeshMode,
+}
+
+/// How the activator reaches a revision's pods under `discovery: kubernetes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshMode {
+    /// Dial each pod; load balancing and subsetting per pod.
+    #[default]
+    Disabled,
+    /// Dial the revision's private Service (cluster IP), as Knative does when a mesh makes pod
+    /// addresses unreachable directly (e.g. Istio with STRICT mTLS); the mesh balances.
+    Enabled,
 }
 
 impl Default for KubernetesConfig {
@@ -323,6 +349,7 @@ impl Default for KubernetesConfig {
             port_name: "http".into(),
             service_suffix: "-private".into(),
             namespace: None,
+            mesh: MeshMode::Disabled,
         }
     }
 }

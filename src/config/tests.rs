@@ -131,3 +131,34 @@ fn restart_only_settings_survive_reload() {
     assert_eq!(new.activator.idle_timeout, Duration::from_secs(5));
     assert_eq!(new.activator.max_connections, None);
 }
+
+#[test]
+fn response_start_and_idle_timeouts_are_optional_and_checked() {
+    let cfg = Config::parse("revisions:\n  - name: a\n").expect("valid");
+    assert_eq!(cfg.revisions[0].response_start_timeout, None);
+    assert_eq!(cfg.revisions[0].idle_timeout, None);
+    let cfg = Config::parse(
+        "revisions:\n  - name: a\n    timeout: 10s\n    response_start_timeout: 10s\n    idle_timeout: 250ms\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        cfg.revisions[0].response_start_timeout,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        cfg.revisions[0].idle_timeout,
+        Some(Duration::from_millis(250))
+    );
+    for (field, text) in [
+        ("response_start_timeout", "response_start_timeout: 0s"),
+        ("response_start_timeout", "response_start_timeout: 11s"),
+        ("response_start_timeout", "response_start_timeout: soon"),
+        ("idle_timeout", "idle_timeout: 0s"),
+        ("idle_timeout", "idle_timeout: soon"),
+    ] {
+        let e = err(&format!(
+            "revisions:\n  - name: a\n    timeout: 10s\n    {text}\n"
+        ));
+        assert!(e.contains(&format!("revisions[0].{field}")), "{text}: {e}");
+    }
+}

@@ -1,17 +1,19 @@
 //! `discovery: kubernetes`: revisions, their pods and this activator's subset, watched from the
 //! Kubernetes API exactly where Knative's activator reads them.
 //!
-//! Two watches (list + watch, relisting after `410 Gone`, backing off on errors), both
+//! Three watches (list + watch, relisting after `410 Gone`, backing off on errors), both
 //! cluster-wide or in `kubernetes.namespace`, and nothing that Knative's activator ClusterRole
 //! does not grant (revisions, endpoints: get/list/watch):
 //! - `serving.knative.dev/v1` Revisions → the revisions table (containerConcurrency, timeouts,
 //!   protocol), with `revisions[]` entries of the config file overriding per revision;
 //! - core/v1 Endpoints of each revision's Services → its *private* ones give the pods (ready and
 //!   not-ready addresses, all probed before use), its *public* ones the activators in its path,
-//!   from which this replica's index (`POD_IP`) and the activator count follow.
+//!   from which this replica's index (`POD_IP`) and the activator count follow;
+//! - core/v1 private Services → their cluster IPs, dialled instead of the pods with
+//!   `kubernetes.mesh: enabled` (Knative's cluster-IP mode).
 //!
 //! One task owns every table here and publishes snapshots; the data path never calls the API.
-//! Until both watches have listed once, `/readyz` fails; afterwards an unreachable or refusing
+//! Until every watch has listed once, `/readyz` fails; afterwards an unreachable or refusing
 //! API server keeps the last known state in force (and is counted).
 
 mod objects;
@@ -23,7 +25,7 @@ use std::{
 };
 
 use futures_util::{FutureExt as _, StreamExt as _};
-use k8s_openapi::api::core::v1::Endpoints as KubeEndpoints;
+use k8s_openapi::api::core::v1::{Endpoints as KubeEndpoints, Service};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
@@ -32,25 +34,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
-use self::objects::{Addresses, KnativeRevision, ServiceType};
+use self::objects::{Addresses, ClusterIp, KnativeRevision, ServiceType};
 use super::Discovered;
 use crate::{
     admin::SyncGate,
-    config::{Config, Protocol, SharedConfig},
+    config::{Config, MeshMode, Protocol, SharedConfig},
     endpoints::{EndpointMap, Endpoints},
     metrics,
     revision::RevisionKey,
-    revisions::{self, RevisionMap, RevisionSpec, Revisions, Subset},
+    revisions::{self, ClusterRoute, RevisionMap, RevisionSpec, Revisions, Subset},
 };
 
 /// Events taken from a watch before the tables are republished: a relist of thousands of
 /// objects publishes once, not once per object.
 const BATCH: usize = 4096;
 
-/// Starts both watches; the tables are published on the returned receivers until `shutdown`.
+/// Starts the watches; the tables are published on the returned receivers until `shutdown`.
 ///
 /// `pod_ip` is this activator's address (`POD_IP`), for subsetting; `synced` is released once
-/// both watches have listed.
+/// every watch has listed.
 pub fn spawn(
     config: watch::Receiver<SharedConfig>,
     client: Client,
@@ -63,7 +65,7 @@ pub fn spawn(
     let (endpoints_tx, endpoints) = watch::channel(Endpoints::default());
     let namespace = cfg.kubernetes.namespace.clone();
     metrics::set_kubernetes_synced(false);
-    for resource in ["revisions", "endpoints"] {
+    for resource in ["revisions", "endpoints", "services"] {
         ::metrics::counter!(metrics::KUBERNETES_WATCH_ERRORS, "resource" => resource).absolute(0);
     }
     let source = Source {
@@ -106,18 +108,31 @@ impl Source {
         synced: SyncGate,
         shutdown: CancellationToken,
     ) {
-        let (revs_api, eps_api): (Api<KnativeRevision>, Api<KubeEndpoints>) = match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
+        let (revs_api, eps_api, svc_api): (Api<KnativeRevision>, Api<KubeEndpoints>, Api<Service>) =
+            match &namespace {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client, ns),
+                ),
+                None => (
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client),
+                ),
+            };
         let mut revs = watcher(revs_api, watcher::Config::default())
             .default_backoff()
             .boxed();
         let mut eps = watcher(
             eps_api,
+            watcher::Config::default().labels(objects::ENDPOINTS_SELECTOR),
+        )
+        .default_backoff()
+        .boxed();
+        // Private Services give each revision's cluster IP, for `kubernetes.mesh: enabled`.
+        let mut svcs = watcher(
+            svc_api,
             watcher::Config::default().labels(objects::ENDPOINTS_SELECTOR),
         )
         .default_backoff()
@@ -136,6 +151,7 @@ impl Source {
                 }
                 Some(event) = revs.next() => self.state.on_revision(event),
                 Some(event) = eps.next() => self.state.on_endpoints(event),
+                Some(event) = svcs.next() => self.state.on_service(event),
             }
             for _ in 0..BATCH {
                 match revs.next().now_or_never() {
@@ -146,6 +162,12 @@ impl Source {
             for _ in 0..BATCH {
                 match eps.next().now_or_never() {
                     Some(Some(event)) => self.state.on_endpoints(event),
+                    _ => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match svcs.next().now_or_never() {
+                    Some(Some(event)) => self.state.on_service(event),
                     _ => break,
                 }
             }
@@ -189,6 +211,8 @@ struct State {
     private: HashMap<RevisionKey, Addresses>,
     /// Public Endpoints: ready addresses only.
     public: HashMap<RevisionKey, Addresses>,
+    /// Private Services' cluster IPs.
+    services: HashMap<RevisionKey, ClusterIp>,
     /// This activator's place per revision. Kept when it drops out of a revision's public
     /// Endpoints, as Knative keeps it, until the revision goes.
     subsets: HashMap<RevisionKey, Subset>,
@@ -198,8 +222,10 @@ struct State {
         HashMap<RevisionKey, Addresses>,
         HashMap<RevisionKey, Addresses>,
     )>,
+    relist_services: Option<HashMap<RevisionKey, ClusterIp>>,
     revisions_listed: bool,
     endpoints_listed: bool,
+    services_listed: bool,
     /// Revisions whose derived entries must be recomputed; `all` after a config change.
     dirty: HashSet<RevisionKey>,
     all_dirty: bool,
@@ -210,7 +236,7 @@ struct State {
 
 impl State {
     fn listed(&self) -> bool {
-        self.revisions_listed && self.endpoints_listed
+        self.revisions_listed && self.endpoints_listed && self.services_listed
     }
 
     fn mark_all(&mut self) {
@@ -317,6 +343,48 @@ impl State {
         }
     }
 
+    fn on_service(&mut self, event: Result<watcher::Event<Service>, watcher::Error>) {
+        let event = match event {
+            Ok(e) => e,
+            Err(error) => return watch_failed("services", &error),
+        };
+        let entry = |svc: &Service| Some((objects::private_service(svc)?, ClusterIp::of(svc)?));
+        match event {
+            watcher::Event::Init => self.relist_services = Some(HashMap::new()),
+            watcher::Event::InitApply(svc) => {
+                if let (Some(buf), Some((key, ip))) = (self.relist_services.as_mut(), entry(&svc)) {
+                    buf.insert(key, ip);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(buf) = self.relist_services.take() {
+                    let old = std::mem::replace(&mut self.services, buf);
+                    self.dirty.extend(old.into_keys());
+                    self.dirty.extend(self.services.keys().cloned());
+                }
+                self.services_listed = true;
+            }
+            watcher::Event::Apply(svc) => {
+                if let Some(key) = objects::private_service(&svc) {
+                    let next = ClusterIp::of(&svc);
+                    if self.services.get(&key) != next.as_ref() {
+                        match next {
+                            Some(ip) => self.services.insert(key.clone(), ip),
+                            None => self.services.remove(&key),
+                        };
+                        self.dirty.insert(key);
+                    }
+                }
+            }
+            watcher::Event::Delete(svc) => {
+                if let Some(key) = objects::private_service(&svc) {
+                    self.services.remove(&key);
+                    self.dirty.insert(key);
+                }
+            }
+        }
+    }
+
     /// Brings the published tables up to date for every dirty revision; returns which changed.
     fn recompute(&mut self, cfg: &Config) -> (bool, bool) {
         let keys: Vec<RevisionKey> = if std::mem::take(&mut self.all_dirty) {
@@ -324,6 +392,7 @@ impl State {
             let mut all: HashSet<RevisionKey> = self.api.keys().cloned().collect();
             all.extend(self.revisions.keys().cloned());
             all.extend(self.private.keys().cloned());
+            all.extend(self.public.keys().cloned());
             all.extend(cfg.revisions.iter().map(|r| r.key()));
             all.into_iter().collect()
         } else {
@@ -378,11 +447,30 @@ impl State {
             }
         }
         spec.activators = self.subsets.get(key).copied();
+        if cfg.kubernetes.mesh == MeshMode::Enabled {
+            let port = port_name(cfg, spec.protocol, true);
+            spec.cluster_ip = self
+                .services
+                .get(key)
+                .and_then(|svc| svc.socket(port))
+                .map(|addr| ClusterRoute {
+                    addr,
+                    backends: self.private.get(key).map_or(0, |p| p.ips(port).len()),
+                });
+        }
         Some(spec)
     }
 
     /// The pods of a revision: its private Endpoints' addresses on the port of its protocol.
+    /// In cluster-IP mode, the cluster IP while a pod is ready behind it.
     fn pods(&self, cfg: &Config, spec: &RevisionSpec) -> Vec<std::net::SocketAddr> {
+        if let Some(cluster) = spec.cluster_ip {
+            return if cluster.backends > 0 {
+                vec![cluster.addr]
+            } else {
+                Vec::new()
+            };
+        }
         let Some(private) = self.private.get(&spec.key) else {
             return Vec::new();
         };

@@ -6,7 +6,9 @@
 use std::{borrow::Cow, net::IpAddr, net::SocketAddr, time::Duration};
 
 use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::Endpoints, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    NamespaceResourceScope,
+    api::core::v1::{Endpoints, Service},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,7 +24,7 @@ use crate::{
 pub(crate) const REVISION_LABEL: &str = "serving.knative.dev/revision";
 /// Label telling a revision's private Service (its pods) from its public one (its activators).
 pub(crate) const SERVICE_TYPE_LABEL: &str = "networking.internal.knative.dev/serviceType";
-/// The Endpoints kactivator watches: those of Knative's per-revision Services.
+/// The Endpoints (and Services) kactivator watches: those of Knative's per-revision Services.
 pub(crate) const ENDPOINTS_SELECTOR: &str =
     "serving.knative.dev/revision,networking.internal.knative.dev/serviceType";
 
@@ -117,6 +119,7 @@ pub(crate) fn spec_of(key: RevisionKey, spec: &Value) -> RevisionSpec {
         idle_timeout,
         protocol,
         activators: None,
+        cluster_ip: None,
     }
 }
 
@@ -153,32 +156,40 @@ pub(crate) fn classify(eps: &Endpoints) -> Option<(RevisionKey, ServiceType)> {
     Some((RevisionKey::new(namespace, revision), kind))
 }
 
-/// The addresses of an Endpoints object, by port name. `ready` alone, or ready and not ready
-/// (a revision's pods are probed before kubelet calls them ready, as Knative does).
+/// The addresses of an Endpoints object, by port name: ready ones, and (for a revision's pods,
+/// which are probed before kubelet calls them ready, as Knative does) not-ready ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Addresses {
-    /// Port name → (port number, IPs as written, sorted as text, no duplicates).
-    ports: Vec<(Box<str>, u16, Vec<Box<str>>)>,
+    ports: Vec<Port>,
+}
+
+/// One named port of an Endpoints object with its IPs as written, sorted as text, no duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Port {
+    name: Box<str>,
+    number: u16,
+    ready: Vec<Box<str>>,
+    not_ready: Vec<Box<str>>,
 }
 
 impl Addresses {
     pub(crate) fn of(eps: &Endpoints, with_not_ready: bool) -> Self {
-        let mut ports: Vec<(Box<str>, u16, Vec<Box<str>>)> = Vec::new();
+        let mut ports: Vec<Port> = Vec::new();
+        let ips =
+            |list: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| -> Vec<Box<str>> {
+                list.iter()
+                    .flatten()
+                    .map(|a| Box::from(a.ip.as_str()))
+                    .collect()
+            };
         for subset in eps.subsets.iter().flatten() {
-            let ips: Vec<&str> = subset
-                .addresses
-                .iter()
-                .flatten()
-                .chain(
-                    subset
-                        .not_ready_addresses
-                        .iter()
-                        .flatten()
-                        .filter(|_| with_not_ready),
-                )
-                .map(|a| a.ip.as_str())
-                .collect();
-            if ips.is_empty() {
+            let ready = ips(&subset.addresses);
+            let not_ready = if with_not_ready {
+                ips(&subset.not_ready_addresses)
+            } else {
+                Vec::new()
+            };
+            if ready.is_empty() && not_ready.is_empty() {
                 continue;
             }
             let named: Vec<_> = subset
@@ -202,20 +213,26 @@ impl Addresses {
             for (name, number) in named {
                 match ports
                     .iter_mut()
-                    .find(|(n, p, _)| &**n == name && *p == number)
+                    .find(|p| &*p.name == name && p.number == number)
                 {
-                    Some((_, _, list)) => list.extend(ips.iter().map(|ip| Box::from(*ip))),
-                    None => ports.push((
-                        name.into(),
+                    Some(p) => {
+                        p.ready.extend(ready.iter().cloned());
+                        p.not_ready.extend(not_ready.iter().cloned());
+                    }
+                    None => ports.push(Port {
+                        name: name.into(),
                         number,
-                        ips.iter().map(|ip| Box::from(*ip)).collect(),
-                    )),
+                        ready: ready.clone(),
+                        not_ready: not_ready.clone(),
+                    }),
                 }
             }
         }
-        for (_, _, list) in &mut ports {
-            list.sort_unstable();
-            list.dedup();
+        for p in &mut ports {
+            p.ready.sort_unstable();
+            p.ready.dedup();
+            p.not_ready.sort_unstable();
+            p.not_ready.dedup();
         }
         Self { ports }
     }
@@ -225,17 +242,19 @@ impl Addresses {
         self.ports.is_empty()
     }
 
-    /// `ip:port` for every address with the port named `name`. Addresses that are not IPs
-    /// (never written by Kubernetes) are skipped.
+    /// `ip:port` for every address (ready or not) with the port named `name`. Addresses that
+    /// are not IPs (never written by Kubernetes) are skipped.
     pub(crate) fn sockets(&self, name: &str) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = self
             .ports
             .iter()
-            .filter(|(n, _, _)| &**n == name)
-            .flat_map(|(_, port, ips)| {
-                ips.iter()
+            .filter(|p| &*p.name == name)
+            .flat_map(|p| {
+                p.ready
+                    .iter()
+                    .chain(&p.not_ready)
                     .filter_map(|ip| ip.parse::<IpAddr>().ok())
-                    .map(move |ip| SocketAddr::new(ip, *port))
+                    .map(move |ip| SocketAddr::new(ip, p.number))
             })
             .collect();
         out.sort_unstable();
@@ -243,18 +262,62 @@ impl Addresses {
         out
     }
 
-    /// The IPs with the port named `name`, sorted as text (Knative's order of activators).
+    /// The ready IPs with the port named `name`, sorted as text (Knative's order of
+    /// activators; their number is the backend count of cluster-IP mode).
     pub(crate) fn ips(&self, name: &str) -> Vec<&str> {
         let mut out: Vec<&str> = self
             .ports
             .iter()
-            .filter(|(n, _, _)| &**n == name)
-            .flat_map(|(_, _, ips)| ips.iter().map(|ip| &**ip))
+            .filter(|p| &*p.name == name)
+            .flat_map(|p| p.ready.iter().map(|ip| &**ip))
             .collect();
         out.sort_unstable();
         out.dedup();
         out
     }
+}
+
+/// A revision's private Service: its cluster IP and named ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterIp {
+    ip: IpAddr,
+    ports: Vec<(Box<str>, u16)>,
+}
+
+impl ClusterIp {
+    /// The cluster IP of a Service; `None` for a headless Service or one without an address.
+    pub(crate) fn of(svc: &Service) -> Option<Self> {
+        let spec = svc.spec.as_ref()?;
+        let ip = spec.cluster_ip.as_deref()?.parse::<IpAddr>().ok()?;
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let name = p.name.as_deref().filter(|n| !n.is_empty())?;
+                let number = u16::try_from(p.port).ok().filter(|n| *n != 0)?;
+                Some((Box::from(name), number))
+            })
+            .collect();
+        Some(Self { ip, ports })
+    }
+
+    /// `cluster-ip:port` for the port named `name`.
+    pub(crate) fn socket(&self, name: &str) -> Option<SocketAddr> {
+        self.ports
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, port)| SocketAddr::new(self.ip, *port))
+    }
+}
+
+/// The revision a private Service is for, from its labels (public Services are not needed).
+pub(crate) fn private_service(svc: &Service) -> Option<RevisionKey> {
+    let labels = svc.metadata.labels.as_ref()?;
+    let namespace = svc.metadata.namespace.as_deref()?;
+    let revision = labels.get(REVISION_LABEL).filter(|r| !r.is_empty())?;
+    (labels.get(SERVICE_TYPE_LABEL)?.as_str() == "Private")
+        .then(|| RevisionKey::new(namespace, revision))
 }
 
 /// This activator's index among the activator IPs `sorted` (text order), Knative's

@@ -88,8 +88,10 @@ fn listed(pod_ip: Option<&str>, revs: Vec<KnativeRevision>, eps: Vec<KubeEndpoin
     for e in eps {
         s.on_endpoints(Ok(watcher::Event::InitApply(e)));
     }
-    assert!(!s.listed(), "listed before both watches are done");
     s.on_endpoints(Ok(watcher::Event::InitDone));
+    assert!(!s.listed(), "listed before every watch is done");
+    s.on_service(Ok(watcher::Event::Init));
+    s.on_service(Ok(watcher::Event::InitDone));
     assert!(s.listed());
     s
 }
@@ -364,4 +366,102 @@ fn objects_without_the_labels_are_ignored() {
         (objects::SERVICE_TYPE_LABEL.into(), "Other".into()),
     ]));
     assert!(objects::classify(&e).is_none());
+}
+
+fn private_service(ns: &str, rev: &str, cluster_ip: &str, port: (&str, i32)) -> Service {
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    Service {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(format!("{rev}-private")),
+            labels: Some(BTreeMap::from([
+                (objects::REVISION_LABEL.into(), rev.into()),
+                (objects::SERVICE_TYPE_LABEL.into(), "Private".into()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(cluster_ip.into()),
+            ports: Some(vec![ServicePort {
+                name: Some(port.0.into()),
+                port: port.1,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+#[test]
+fn mesh_mode_dials_the_private_service_and_counts_ready_pods_behind_it() {
+    let mut s = listed(
+        Some("10.1.0.1"),
+        vec![revision(
+            "prod",
+            "hello",
+            json!({"containerConcurrency": 10}),
+        )],
+        vec![
+            endpoints(
+                "prod",
+                "hello",
+                "Private",
+                &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                &["10.0.0.4"],
+                Some(("http", 8012)),
+            ),
+            endpoints(
+                "prod",
+                "hello",
+                "Public",
+                &["10.1.0.1", "10.1.0.2"],
+                &[],
+                Some(("http", 8012)),
+            ),
+        ],
+    );
+    s.on_service(Ok(watcher::Event::Init));
+    s.on_service(Ok(watcher::Event::InitApply(private_service(
+        "prod",
+        "hello",
+        "10.96.0.5",
+        ("http", 80),
+    ))));
+    s.on_service(Ok(watcher::Event::InitApply(private_service(
+        "prod",
+        "headless",
+        "None",
+        ("http", 80),
+    ))));
+    s.on_service(Ok(watcher::Event::InitDone));
+    let k = key("prod", "hello");
+    // Mesh disabled (the default): the pods themselves.
+    s.recompute(&config(""));
+    assert_eq!(s.endpoints[&k].len(), 4);
+    assert_eq!(s.revisions[&k].cluster_ip, None);
+    // Enabled: the cluster IP alone, with the ready pods behind it as the backend count.
+    s.mark_all();
+    s.recompute(&config("kubernetes:\n  mesh: enabled\n"));
+    assert_eq!(&*s.endpoints[&k], addrs(&["10.96.0.5:80"]).as_slice());
+    let spec = &s.revisions[&k];
+    assert_eq!(
+        spec.cluster_ip,
+        Some(ClusterRoute {
+            addr: "10.96.0.5:80".parse().unwrap(),
+            backends: 3
+        })
+    );
+    assert_eq!(spec.activators, Some(Subset { index: 0, count: 2 }));
+    // Scaled to zero: nothing to dial.
+    s.on_endpoints(Ok(watcher::Event::Apply(endpoints(
+        "prod",
+        "hello",
+        "Private",
+        &[],
+        &[],
+        Some(("http", 8012)),
+    ))));
+    s.recompute(&config("kubernetes:\n  mesh: enabled\n"));
+    assert!(!s.endpoints.contains_key(&k));
 }
