@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use crate::{
     config::SharedConfig,
     endpoints::{EndpointMap, Endpoints, Pod, PodMap, Pods, Speaks},
-    revision::RevisionKey,
+    revision::{KeyMap, RevisionKey},
     revisions::Revisions,
 };
 
@@ -42,6 +42,11 @@ const RESULT_QUEUE: usize = 4096;
 /// Probes in flight at once, across all pods: bounds sockets and CPU when thousands of pods
 /// appear together (a relist of a large cluster).
 const MAX_CONCURRENT_PROBES: usize = 256;
+
+/// Failing pods are re-probed at this total rate at most: with up to 400 failing (pods
+/// starting) each is probed every `probe_period`, as Knative does; 20,000 pods refusing
+/// connections cost 2,000 probes/s, not 100,000.
+const FAILING_PROBES_PER_SECOND: u64 = 2_000;
 
 /// Healthy pods are re-probed at this total rate at most; with few pods each is re-probed
 /// every `HEALTHY_REPROBE`, with 20,000 every 40 s (refused connections eject a dead pod
@@ -75,11 +80,11 @@ impl Backends {
             healthy: healthy_tx,
             pods: pods_tx,
             results_tx,
-            probers: HashMap::new(),
-            reconciled: EndpointMap::new(),
+            probers: KeyMap::default(),
+            reconciled: Endpoints::default(),
             dirty: HashSet::new(),
-            pod_map: PodMap::new(),
-            healthy_map: EndpointMap::new(),
+            pod_map: PodMap::default(),
+            healthy_map: EndpointMap::default(),
             pacing: Arc::new(Pacing::new()),
             exit,
         };
@@ -147,10 +152,10 @@ struct Writer {
     pods: watch::Sender<Pods>,
     results_tx: mpsc::Sender<ProbeResult>,
     /// Per revision, per discovered address.
-    probers: HashMap<RevisionKey, HashMap<SocketAddr, Prober>>,
+    probers: KeyMap<HashMap<SocketAddr, Prober>>,
     /// The discovered table last reconciled: a revision whose entry is the same `Arc` is
     /// skipped, so an update of one revision costs one revision's work.
-    reconciled: EndpointMap,
+    reconciled: Endpoints,
     /// Revisions whose healthy pods may have changed since the last publish.
     dirty: HashSet<RevisionKey>,
     /// The published tables, kept to update in place.
@@ -199,7 +204,7 @@ impl Writer {
 
     /// Starts probers for new endpoints and stops those of vanished ones, for the revisions
     /// whose discovered entry changed.
-    fn reconcile(&mut self, discovered: &EndpointMap) {
+    fn reconcile(&mut self, discovered: &Endpoints) {
         let gone: Vec<RevisionKey> = self
             .reconciled
             .keys()
@@ -211,7 +216,7 @@ impl Writer {
             self.probers.remove(&key);
             self.dirty.insert(key);
         }
-        for (key, addrs) in discovered {
+        for (key, addrs) in discovered.iter() {
             if self
                 .reconciled
                 .get(key)
@@ -248,7 +253,7 @@ impl Writer {
             }
             self.dirty.insert(key.clone());
         }
-        self.reconciled = discovered.clone();
+        self.reconciled = Arc::clone(discovered);
         let count = self.probers.values().map(HashMap::len).sum();
         self.pacing.probers.store(count, Ordering::Relaxed);
     }
@@ -332,6 +337,8 @@ impl Writer {
 struct Pacing {
     slots: Semaphore,
     probers: AtomicUsize,
+    /// Probers whose last probe failed.
+    failing: AtomicUsize,
 }
 
 impl Pacing {
@@ -339,14 +346,55 @@ impl Pacing {
         Self {
             slots: Semaphore::new(MAX_CONCURRENT_PROBES),
             probers: AtomicUsize::new(0),
+            failing: AtomicUsize::new(0),
         }
     }
 
-    /// How long a healthy pod waits for its next probe.
-    fn healthy_interval(&self, probe_period: Duration) -> Duration {
-        let n = self.probers.load(Ordering::Relaxed) as u64;
-        let spread = Duration::from_millis(n.saturating_mul(1000) / HEALTHY_PROBES_PER_SECOND);
-        probe_period.max(HEALTHY_REPROBE).max(spread)
+    /// How long a pod waits for its next probe: `probe_period` while it fails (stretched
+    /// when thousands fail at once), at least `HEALTHY_REPROBE` once healthy (stretched to keep
+    /// the total rate bounded); ±20 % jitter, so that pods probed together drift apart
+    /// instead of re-probing in waves.
+    fn interval(&self, healthy: bool, probe_period: Duration) -> Duration {
+        let (n, rate, floor) = if healthy {
+            (
+                self.probers.load(Ordering::Relaxed),
+                HEALTHY_PROBES_PER_SECOND,
+                probe_period.max(HEALTHY_REPROBE),
+            )
+        } else {
+            (
+                self.failing.load(Ordering::Relaxed),
+                FAILING_PROBES_PER_SECOND,
+                probe_period,
+            )
+        };
+        let spread = Duration::from_millis((n as u64).saturating_mul(1000) / rate);
+        floor.max(spread).mul_f64(rand::random_range(0.8..1.2))
+    }
+}
+
+/// Counts a prober among the failing ones while it is, including when it stops.
+struct Failing<'a> {
+    pacing: &'a Pacing,
+    now: bool,
+}
+
+impl Failing<'_> {
+    fn set(&mut self, failing: bool) {
+        if failing != self.now {
+            if failing {
+                self.pacing.failing.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.pacing.failing.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.now = failing;
+        }
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -371,6 +419,10 @@ async fn probe_loop(
     kick: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let mut failing = Failing {
+        pacing: &pacing,
+        now: false,
+    };
     // What the pod was learned to speak while it stays up (TCP probes learn once per start).
     let mut known: Option<Speaks> = None;
     let mut known_in = 0;
@@ -417,11 +469,8 @@ async fn probe_loop(
         if results.send(result).await.is_err() {
             return;
         }
-        let wait = if ok {
-            pacing.healthy_interval(a.probe_period)
-        } else {
-            a.probe_period
-        };
+        failing.set(!ok);
+        let wait = pacing.interval(ok, a.probe_period);
         drop(cfg);
         tokio::select! {
             () = stop.cancelled() => return,

@@ -4,14 +4,14 @@
 //! autoscaler or Kubernetes) and *healthy* endpoints (discovered ones that passed a probe and
 //! were not ejected). Both have this type; readers clone the `Arc` and never lock.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use crate::revision::RevisionKey;
+use crate::revision::{KeyMap, RevisionKey};
 
 /// Endpoints of every known revision. A revision absent from the map has none.
-pub type EndpointMap = HashMap<RevisionKey, Arc<[SocketAddr]>>;
+pub type EndpointMap = KeyMap<Arc<[SocketAddr]>>;
 
 /// A published snapshot of an [`EndpointMap`].
 pub type Endpoints = Arc<EndpointMap>;
@@ -62,7 +62,7 @@ pub struct Pod {
 
 /// Healthy pods of every known revision, sorted by address; the healthy [`EndpointMap`] with
 /// each pod's protocols.
-pub type PodMap = HashMap<RevisionKey, Arc<[Pod]>>;
+pub type PodMap = KeyMap<Arc<[Pod]>>;
 
 /// A published snapshot of a [`PodMap`].
 pub type Pods = Arc<PodMap>;
@@ -99,7 +99,7 @@ mod tests {
             async move { wait_ready(&rx, &key, Duration::from_secs(5)).await }
         });
         tokio::task::yield_now().await;
-        let mut map = EndpointMap::new();
+        let mut map = EndpointMap::default();
         map.insert(key, Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]));
         tx.send_replace(Arc::new(map));
         assert!(waiter.await.expect("join"));

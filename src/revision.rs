@@ -8,6 +8,13 @@ pub const REVISION_HEADER: &str = "knative-serving-revision";
 /// The header naming the revision's namespace.
 pub const NAMESPACE_HEADER: &str = "knative-serving-namespace";
 
+/// The hasher of the tables keyed by [`RevisionKey`]: a cluster has thousands of revisions and
+/// every endpoint update walks them, so SipHash's cost shows; seeded per process.
+pub type KeyHasher = foldhash::fast::RandomState;
+
+/// A map keyed by revision, with [`KeyHasher`].
+pub type KeyMap<V> = std::collections::HashMap<RevisionKey, V, KeyHasher>;
+
 /// A Knative revision, `namespace/name`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RevisionKey {

@@ -5,14 +5,14 @@
 //! Revisions, see `discovery::kubernetes`). Lookup and the throttler read snapshots and do not
 //! care where a revision came from.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Protocol, RevisionConfig, SharedConfig},
-    revision::RevisionKey,
+    revision::{KeyMap, RevisionKey},
 };
 
 /// What kactivator needs to know to serve one revision.
@@ -74,7 +74,7 @@ impl RevisionSpec {
 }
 
 /// Every known revision.
-pub type RevisionMap = HashMap<RevisionKey, Arc<RevisionSpec>>;
+pub type RevisionMap = KeyMap<Arc<RevisionSpec>>;
 
 /// A published snapshot of a [`RevisionMap`].
 pub type Revisions = Arc<RevisionMap>;

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     config::{Config, ProbeStyle, Protocol, SharedConfig},
     endpoints::{Pod, PodMap, Pods},
-    revision::RevisionKey,
+    revision::{KeyMap, RevisionKey},
     revisions::{RevisionMap, RevisionSpec, Revisions},
 };
 
@@ -196,7 +196,7 @@ struct Entry {
 
 #[derive(Debug)]
 struct Writer {
-    revisions: HashMap<RevisionKey, Entry>,
+    revisions: KeyMap<Entry>,
     /// The pods of a revision absent from the healthy table; one `Arc`, so that it compares
     /// equal from one update to the next.
     none: Arc<[Pod]>,
@@ -205,7 +205,7 @@ struct Writer {
 impl Default for Writer {
     fn default() -> Self {
         Self {
-            revisions: HashMap::new(),
+            revisions: KeyMap::default(),
             none: Arc::from(Vec::new()),
         }
     }
@@ -213,7 +213,7 @@ impl Default for Writer {
 
 impl Writer {
     fn rebuild(&mut self, cfg: &Config, revs: &RevisionMap) -> Table {
-        let mut next = HashMap::with_capacity(revs.len());
+        let mut next = KeyMap::with_capacity_and_hasher(revs.len(), Default::default());
         let mut names: HashMap<Box<str>, HashMap<Box<str>, Route>> = HashMap::new();
         let mut hosts = HashMap::new();
         // Nothing is learned by a TCP probe: HTTP/1.1 is assumed, as the fast path always did.
@@ -463,14 +463,14 @@ mod tests {
             .unwrap()
             .rev
             .clone();
-        let mut eps = PodMap::new();
+        let mut eps = PodMap::default();
         eps.insert(rev.key.clone(), Arc::from(vec![pod(1, Speaks::ANY)]));
         w.apply(&eps);
         assert_eq!(rev.breaker.capacity(), 2);
         assert_eq!(rev.trackers.load().len(), 1);
         let _t2 = w.rebuild(&cfg, &revs(&cfg));
         assert!(Arc::ptr_eq(&w.revisions[&rev.key].rev, &rev));
-        w.apply(&PodMap::new());
+        w.apply(&PodMap::default());
         assert_eq!(rev.breaker.capacity(), 0);
     }
 
@@ -490,7 +490,7 @@ mod tests {
         // HTTP probes learn: until a pod is known, HTTP/1.1 is not assumed.
         assert!(!rev.http1_everywhere());
         let mut apply = |pods: Vec<Pod>| {
-            let mut m = PodMap::new();
+            let mut m = PodMap::default();
             m.insert(rev.key.clone(), Arc::from(pods));
             w.apply(&m);
         };
@@ -507,7 +507,7 @@ mod tests {
         assert_eq!(rev.trackers.load()[0].speaks(), Speaks::HTTP1);
         assert!(rev.http1_everywhere());
         // Scaled to zero: the last knowledge stays for the next cold start.
-        w.apply(&PodMap::new());
+        w.apply(&PodMap::default());
         assert!(rev.http1_everywhere());
 
         // TCP probes learn nothing: HTTP/1.1 is assumed from the start.
@@ -524,7 +524,7 @@ mod tests {
         let cfg = Config::parse("discovery: static\n").unwrap();
         let key = RevisionKey::new("prod", "hello");
         let spec = |cc: u32, activators: Option<Subset>| {
-            let mut m = RevisionMap::new();
+            let mut m = RevisionMap::default();
             m.insert(
                 key.clone(),
                 Arc::new(RevisionSpec {
@@ -552,7 +552,7 @@ mod tests {
                 speaks: Speaks::HTTP1,
             })
             .collect();
-        let mut healthy = PodMap::new();
+        let mut healthy = PodMap::default();
         healthy.insert(key.clone(), Arc::from(pods));
         w.apply(&healthy);
         // Text order: 10.0.0.10, 10.0.0.2, 10.0.0.3, 10.0.0.4 → index 1 of 2 takes the last two.
@@ -585,7 +585,7 @@ mod tests {
         }
         let t = w.rebuild(&cfg, &mesh);
         assert_eq!(t.get("prod", "hello").unwrap().container_concurrency, 0);
-        let mut one = PodMap::new();
+        let mut one = PodMap::default();
         one.insert(
             key.clone(),
             Arc::from(vec![Pod {
@@ -609,7 +609,7 @@ mod tests {
             async move { breaker.acquire(10).await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
-        let t = w.rebuild(&cfg, &RevisionMap::new());
+        let t = w.rebuild(&cfg, &RevisionMap::default());
         assert!(t.get("default", "hello").is_none());
         assert_eq!(
             waiter.await.unwrap(),

@@ -57,7 +57,7 @@ mod tests {
     }
 
     fn publish(tx: &watch::Sender<Endpoints>, key: &RevisionKey) {
-        let mut map = EndpointMap::new();
+        let mut map = EndpointMap::default();
         map.insert(
             key.clone(),
             Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]),

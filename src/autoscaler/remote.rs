@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_and_is_sorted() {
-        let mut map = EndpointMap::new();
+        let mut map = EndpointMap::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         map.insert(RevisionKey::new("ns", "b"), Arc::from(vec![a]));
         map.insert(RevisionKey::new("ns", "a"), Arc::from(vec![a]));

@@ -225,3 +225,24 @@ fn an_idle_prober_task_is_small() {
     let size = std::mem::size_of_val(&prober);
     assert!(size < 1024, "prober future is {size} bytes");
 }
+
+#[test]
+fn probe_pace_is_knatives_for_a_few_pods_and_bounded_for_thousands() {
+    let pacing = Pacing::new();
+    let period = Duration::from_millis(200);
+    let within = |d: Duration, lo: u64, hi: u64| {
+        assert!(
+            d >= Duration::from_millis(lo) && d <= Duration::from_millis(hi),
+            "{d:?} not in {lo}..{hi} ms"
+        );
+    };
+    pacing.probers.store(10, Ordering::Relaxed);
+    pacing.failing.store(3, Ordering::Relaxed);
+    within(pacing.interval(false, period), 160, 240);
+    within(pacing.interval(true, period), 800, 1200);
+    pacing.probers.store(20_000, Ordering::Relaxed);
+    pacing.failing.store(20_000, Ordering::Relaxed);
+    // 2,000 failing probes/s and 500 healthy re-probes/s in total.
+    within(pacing.interval(false, period), 8_000, 12_000);
+    within(pacing.interval(true, period), 32_000, 48_000);
+}
