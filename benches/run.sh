@@ -5,7 +5,12 @@
 #
 #   benches/run.sh            full run (~20 min on 2 cores)
 #   benches/run.sh --quick    short run (under 3 minutes once built)
-#   benches/run.sh --only warm,cold,hold,adapter,idle [--trials N]
+#   benches/run.sh --only warm,cold,hold,adapter,idle,kube [--trials N]
+#
+# `kube` is benches/kube_scale.rs (`cargo bench --bench kube_scale`): discovery: kubernetes with
+# 5,000 Revisions / 20,000 pods against the fake API server of tests/support, and the cold start
+# from a private Endpoints event; `cold` runs that cold-start row too. Results on stdout and in
+# benches/results/kube-*.csv.
 #
 # Installs nginx, wrk and h2load (nghttp2-client) with apt-get when missing, builds kactivator and
 # the bench clients (examples/bench_*.rs) in release, then runs benches/bench.py (stdlib Python).
@@ -31,4 +36,23 @@ cargo build --release --quiet --bin kactivator --examples
 # 10,000 held connections need > 10,000 descriptors in kactivator and in the client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-exec python3 benches/bench.py "$@"
+# Which kube_scale phases the arguments ask for (all of them when --only is absent).
+only="" trials=() args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  [[ ${args[i]} == --only ]] && only=${args[i + 1]:-}
+  [[ ${args[i]} == --trials ]] && trials=(--trials "${args[i + 1]:-30}")
+done
+kube=""
+if [[ -z $only || ,$only, == *,kube,* ]]; then
+  kube=scale,cold
+elif [[ ,$only, == *,cold,* ]]; then
+  kube=cold
+fi
+
+if [[ -z $only || ,$only, == *,@(warm|cold|hold|adapter|idle),* ]]; then
+  python3 benches/bench.py "$@"
+fi
+if [[ -n $kube ]]; then
+  echo "[bench] cargo bench --bench kube_scale -- --only $kube ${trials[*]}"
+  cargo bench --quiet --bench kube_scale -- --only "$kube" "${trials[@]}"
+fi

@@ -311,3 +311,186 @@ impl echo_proto::echo_server::Echo for GrpcEcho {
         ))
     }
 }
+
+/// A pod behind a Knative queue-proxy: answers the activator's probe (`K-Network-Probe: queue`)
+/// with 200 `queue` while ready (503 otherwise) and echoes every other request (first line
+/// `pod: <addr>`), HTTP/1.1 and h2c. Requests can be held to measure concurrency; dropping it
+/// closes the port and every connection.
+pub struct QueueProxy {
+    pub addr: SocketAddr,
+    stats: Arc<PodStats>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+}
+
+#[derive(Debug)]
+struct PodStats {
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    hits: AtomicUsize,
+    probes: AtomicUsize,
+    ready: std::sync::atomic::AtomicBool,
+    /// `true`: requests wait until it turns `false`.
+    hold: tokio::sync::watch::Sender<bool>,
+    /// When each request (not probe) arrived, in order.
+    arrivals: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl QueueProxy {
+    /// Serves on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Serves on `ip:port`, e.g. `127.0.0.12` and the port every pod of a revision shares.
+    pub async fn bind(ip: &str, port: u16) -> std::io::Result<Self> {
+        Ok(Self::start_on(TcpListener::bind((ip, port)).await?))
+    }
+
+    pub fn start_on(listener: TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(PodStats {
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+            probes: AtomicUsize::new(0),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            hold: tokio::sync::watch::channel(false).0,
+            arrivals: Mutex::new(Vec::new()),
+        });
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let (s, t) = (stats.clone(), tasks.clone());
+        tasks.lock().spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    // Out of descriptors, say: try again shortly rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let stats = s.clone();
+                t.lock().spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let stats = stats.clone();
+                        async move { Ok::<_, Infallible>(queue_proxy_serve(req, addr, stats).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, stats, tasks }
+    }
+
+    /// Requests (not probes) received.
+    pub fn hits(&self) -> usize {
+        self.stats.hits.load(Ordering::SeqCst)
+    }
+
+    /// Probes received.
+    pub fn probes(&self) -> usize {
+        self.stats.probes.load(Ordering::SeqCst)
+    }
+
+    /// Requests inside the pod now.
+    pub fn in_flight(&self) -> usize {
+        self.stats.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Most requests ever inside the pod at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.stats.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When each request arrived.
+    pub fn arrivals(&self) -> Vec<tokio::time::Instant> {
+        self.stats.arrivals.lock().clone()
+    }
+
+    /// Probes answer 200 `queue` (`true`) or 503 (`false`).
+    pub fn set_ready(&self, ready: bool) {
+        self.stats.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// `true`: requests stay in the pod until `hold(false)`.
+    pub fn hold(&self, on: bool) {
+        self.stats.hold.send_replace(on);
+    }
+
+    /// Closes the listener and every open connection.
+    pub fn stop(&self) {
+        self.tasks.lock().abort_all();
+    }
+}
+
+impl Drop for QueueProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds one [`QueueProxy`] per IP on one port shared by all (Endpoints give a revision's pods
+/// one port): tries free ports of 127.0.0.1 until every IP could bind it.
+pub async fn queue_proxies(ips: &[&str]) -> (u16, Vec<QueueProxy>) {
+    for _ in 0..50 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pods = Vec::new();
+        for ip in ips {
+            match QueueProxy::bind(ip, port).await {
+                Ok(p) => pods.push(p),
+                Err(_) => break,
+            }
+        }
+        if pods.len() == ips.len() {
+            return (port, pods);
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+async fn queue_proxy_serve(
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    stats: Arc<PodStats>,
+) -> Response<Body> {
+    if req
+        .headers()
+        .get("k-network-probe")
+        .is_some_and(|v| v == "queue")
+    {
+        stats.probes.fetch_add(1, Ordering::SeqCst);
+        return if stats.ready.load(Ordering::SeqCst) {
+            text(StatusCode::OK, "queue".into())
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready".into())
+        };
+    }
+    stats.arrivals.lock().push(tokio::time::Instant::now());
+    stats.hits.fetch_add(1, Ordering::SeqCst);
+    let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Decremented however the request ends (also when the activator gives up on it).
+    struct Leave(Arc<PodStats>);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _leave = Leave(stats.clone());
+    let mut hold = stats.hold.subscribe();
+    let _ = hold.wait_for(|held| !held).await;
+    let mut out = format!(
+        "pod: {addr}\nmethod: {}\npath: {}\nversion: {:?}\n",
+        req.method(),
+        req.uri().path(),
+        req.version()
+    );
+    for (k, v) in req.headers() {
+        out.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+    }
+    text(StatusCode::OK, out)
+}

@@ -85,6 +85,17 @@ impl Running {
 /// Starts the activator with `yaml` (after the `listen:` section) in `dir`; with `nofile`, under
 /// that descriptor limit (soft and hard).
 pub fn start_activator(dir: &Path, yaml: &str, nofile: Option<u32>) -> Running {
+    start_activator_env(dir, yaml, nofile, &[])
+}
+
+/// [`start_activator`] with extra environment variables (`KUBECONFIG`, `POD_IP`, ...); the
+/// binary's stderr goes to `dir/stderr.log`, and it never sees the machine's in-cluster variables.
+pub fn start_activator_env(
+    dir: &Path,
+    yaml: &str,
+    nofile: Option<u32>,
+    env: &[(&str, &str)],
+) -> Running {
     let ports = Ports::free();
     let path = dir.join("kactivator.yaml");
     std::fs::write(&path, format!("{}{yaml}", ports.yaml())).unwrap();
@@ -99,13 +110,20 @@ pub fn start_activator(dir: &Path, yaml: &str, nofile: Option<u32>) -> Running {
         }
         None => Command::new(bin),
     };
-    let child = cmd
-        .args(["--mode", "activator", "--config"])
+    cmd.args(["--mode", "activator", "--config"])
         .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::null());
+    if env.is_empty() {
+        cmd.stderr(Stdio::null());
+    } else {
+        let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        cmd.stderr(log)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("HOME", dir)
+            .envs(env.iter().copied());
+    }
+    let child = cmd.spawn().unwrap();
     Running { child, ports }
 }
 
