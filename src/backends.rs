@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use imbl::ordmap::DiffItem;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -82,6 +83,7 @@ impl Backends {
             results_tx,
             probers: KeyMap::default(),
             reconciled: Endpoints::default(),
+            count: 0,
             dirty: HashSet::new(),
             pod_map: PodMap::default(),
             healthy_map: EndpointMap::default(),
@@ -156,6 +158,8 @@ struct Writer {
     /// The discovered table last reconciled: a revision whose entry is the same `Arc` is
     /// skipped, so an update of one revision costs one revision's work.
     reconciled: Endpoints,
+    /// Probers in `probers`, all revisions together.
+    count: usize,
     /// Revisions whose healthy pods may have changed since the last publish.
     dirty: HashSet<RevisionKey>,
     /// The published tables, kept to update in place.
@@ -203,59 +207,61 @@ impl Writer {
     }
 
     /// Starts probers for new endpoints and stops those of vanished ones, for the revisions
-    /// whose discovered entry changed.
+    /// whose discovered entry changed (`diff` skips what two snapshots share).
     fn reconcile(&mut self, discovered: &Endpoints) {
-        let gone: Vec<RevisionKey> = self
-            .reconciled
-            .keys()
-            .filter(|k| !discovered.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            // Dropping a prober stops its task.
-            self.probers.remove(&key);
-            self.dirty.insert(key);
+        let old = std::mem::replace(&mut self.reconciled, Arc::clone(discovered));
+        for change in old.diff(discovered) {
+            match change {
+                DiffItem::Remove(key, _) => {
+                    // Dropping a prober stops its task.
+                    if let Some(gone) = self.probers.remove(key) {
+                        self.count -= gone.len();
+                    }
+                    self.dirty.insert(key.clone());
+                }
+                DiffItem::Add(key, addrs)
+                | DiffItem::Update {
+                    new: (key, addrs), ..
+                } => {
+                    self.sync_probers(key, addrs);
+                }
+            }
         }
-        for (key, addrs) in discovered.iter() {
-            if self
-                .reconciled
-                .get(key)
-                .is_some_and(|old| Arc::ptr_eq(old, addrs))
-            {
+        self.pacing.probers.store(self.count, Ordering::Relaxed);
+    }
+
+    /// Makes `key`'s probers exactly one per address of `addrs`.
+    fn sync_probers(&mut self, key: &RevisionKey, addrs: &[SocketAddr]) {
+        let probers = self.probers.entry(key.clone()).or_default();
+        let before = probers.len();
+        probers.retain(|addr, _| addrs.contains(addr));
+        for addr in addrs {
+            if probers.contains_key(addr) {
                 continue;
             }
-            let probers = self.probers.entry(key.clone()).or_default();
-            probers.retain(|addr, _| addrs.contains(addr));
-            for addr in addrs.iter() {
-                if probers.contains_key(addr) {
-                    continue;
-                }
-                let prober = Prober {
-                    healthy: None,
-                    epoch: Arc::new(AtomicU64::new(0)),
-                    kick: Arc::new(Notify::new()),
-                    stop: self.exit.child_token(),
-                };
-                tokio::spawn(probe_loop(
-                    key.clone(),
-                    *addr,
-                    Inputs {
-                        config: self.config.clone(),
-                        revisions: self.revisions.clone(),
-                        pacing: self.pacing.clone(),
-                    },
-                    self.results_tx.clone(),
-                    prober.epoch.clone(),
-                    prober.kick.clone(),
-                    prober.stop.clone(),
-                ));
-                probers.insert(*addr, prober);
-            }
-            self.dirty.insert(key.clone());
+            let prober = Prober {
+                healthy: None,
+                epoch: Arc::new(AtomicU64::new(0)),
+                kick: Arc::new(Notify::new()),
+                stop: self.exit.child_token(),
+            };
+            tokio::spawn(probe_loop(
+                key.clone(),
+                *addr,
+                Inputs {
+                    config: self.config.clone(),
+                    revisions: self.revisions.clone(),
+                    pacing: self.pacing.clone(),
+                },
+                self.results_tx.clone(),
+                prober.epoch.clone(),
+                prober.kick.clone(),
+                prober.stop.clone(),
+            ));
+            probers.insert(*addr, prober);
         }
-        self.reconciled = Arc::clone(discovered);
-        let count = self.probers.values().map(HashMap::len).sum();
-        self.pacing.probers.store(count, Ordering::Relaxed);
+        self.count = self.count - before + probers.len();
+        self.dirty.insert(key.clone());
     }
 
     fn eject(&mut self, key: RevisionKey, addr: SocketAddr) {

@@ -15,10 +15,10 @@ pub type KeyHasher = foldhash::fast::RandomState;
 /// A map keyed by revision, with [`KeyHasher`].
 pub type KeyMap<V> = std::collections::HashMap<RevisionKey, V, KeyHasher>;
 
-/// A published table keyed by revision: persistent, so that publishing a copy after one
-/// revision changed costs O(1) rather than a copy of thousands of entries.
-pub type SharedKeyMap<V> =
-    imbl::GenericHashMap<RevisionKey, V, KeyHasher, imbl::shared_ptr::DefaultSharedPtr>;
+/// A published table keyed by revision: a persistent B-tree, so that publishing a copy after
+/// one revision changed costs O(log n) rather than a copy of thousands of entries, and a reader
+/// finds what changed between two snapshots (`diff`) without visiting what they share.
+pub type SharedKeyMap<V> = imbl::OrdMap<RevisionKey, V>;
 
 /// A Knative revision, `namespace/name`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

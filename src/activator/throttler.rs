@@ -12,6 +12,7 @@ use std::{
 
 use arc_swap::{ArcSwap, Guard};
 use http::{HeaderMap, Uri};
+use imbl::ordmap::DiffItem;
 use tokio::sync::watch;
 
 use tracing::Instrument as _;
@@ -189,17 +190,18 @@ impl Throttler {
 struct Entry {
     rev: Arc<Revision>,
     spec: Arc<RevisionSpec>,
-    /// The healthy pods last applied, and the spec they were applied with: unchanged both,
-    /// nothing to do (an update of one revision's pods leaves thousands of others untouched).
-    applied: Option<(Arc<[Pod]>, Arc<RevisionSpec>)>,
 }
 
 #[derive(Debug)]
 struct Writer {
     revisions: KeyMap<Entry>,
-    /// The pods of a revision absent from the healthy table; one `Arc`, so that it compares
-    /// equal from one update to the next.
+    /// The pods of a revision absent from the healthy table.
     none: Arc<[Pod]>,
+    /// The healthy table last applied: the next one is compared with it (`diff`, which skips
+    /// what the two share), so an update of one revision's pods visits that revision only.
+    applied: PodMap,
+    /// Revisions that are new or whose settings changed since the last apply.
+    respec: Vec<RevisionKey>,
 }
 
 impl Default for Writer {
@@ -207,6 +209,8 @@ impl Default for Writer {
         Self {
             revisions: KeyMap::default(),
             none: Arc::from(Vec::new()),
+            applied: PodMap::default(),
+            respec: Vec::new(),
         }
     }
 }
@@ -219,9 +223,15 @@ impl Writer {
         // Nothing is learned by a TCP probe: HTTP/1.1 is assumed, as the fast path always did.
         let assumed_http1 = cfg.probe_style() == ProbeStyle::Tcp;
         for (key, spec) in revs {
-            let (rev, applied) = match self.revisions.remove(key) {
-                Some(e) => (e.rev, e.applied),
-                None => (
+            let rev = match self.revisions.remove(key) {
+                Some(e) => {
+                    if !Arc::ptr_eq(&e.spec, spec) {
+                        self.respec.push(key.clone());
+                    }
+                    e.rev
+                }
+                None => {
+                    self.respec.push(key.clone());
                     Arc::new(Revision {
                         key: key.clone(),
                         breaker: Arc::new(Breaker::new()),
@@ -229,9 +239,8 @@ impl Writer {
                         balancer: Balancer::default(),
                         stats: RevisionStats::new(key),
                         http1_everywhere: AtomicBool::new(assumed_http1),
-                    }),
-                    None,
-                ),
+                    })
+                }
             };
             let route = Route {
                 rev: rev.clone(),
@@ -258,7 +267,6 @@ impl Writer {
                 Entry {
                     rev,
                     spec: spec.clone(),
-                    applied,
                 },
             );
         }
@@ -283,19 +291,23 @@ impl Writer {
         }
     }
 
-    /// Swaps in each revision's trackers (this activator's slice of its healthy pods, with
-    /// what each speaks), then sets its capacity.
+    /// Swaps in the trackers (this activator's slice of the healthy pods, with what each
+    /// speaks) and then the capacity of every revision whose pods or settings changed.
     fn apply(&mut self, healthy: &PodMap) {
-        for (key, e) in &mut self.revisions {
-            let pods = healthy.get(key).unwrap_or(&self.none);
-            if e.applied
-                .as_ref()
-                .is_some_and(|(p, s)| Arc::ptr_eq(p, pods) && Arc::ptr_eq(s, &e.spec))
-            {
-                continue;
+        let mut keys = std::mem::take(&mut self.respec);
+        keys.extend(self.applied.diff(healthy).map(|d| match d {
+            DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { new: (k, _), .. } => {
+                k.clone()
             }
-            apply_one(&e.rev, &e.spec, pods);
-            e.applied = Some((pods.clone(), e.spec.clone()));
+        }));
+        keys.sort_unstable();
+        keys.dedup();
+        self.applied = healthy.clone();
+        for key in keys {
+            if let Some(e) = self.revisions.get(&key) {
+                let pods = self.applied.get(&key).unwrap_or(&self.none);
+                apply_one(&e.rev, &e.spec, pods);
+            }
         }
     }
 }
@@ -577,7 +589,7 @@ mod tests {
         // Cluster-IP mode: the one destination, CC × ready pods / activators, no per-pod limit.
         let vip = SocketAddr::from(([10, 96, 0, 5], 80));
         let mut mesh = spec(10, Some(Subset { index: 0, count: 5 }));
-        for (_, s) in mesh.iter_mut() {
+        if let Some(s) = mesh.get_mut(&key) {
             Arc::make_mut(s).cluster_ip = Some(crate::revisions::ClusterRoute {
                 addr: vip,
                 backends: 10,
