@@ -446,22 +446,23 @@ async fn probe_loop(
             .get(&key)
             .map(|r| r.protocol)
             .unwrap_or_default();
-        // Boxed: the probe's state (a client connection, buffers) lives on the heap only while
-        // a probe runs, so the 20,000 idle probers of a large cluster stay small.
-        let probe = Box::pin(probe::probe(
-            cfg.probe_style(),
-            protocol,
-            addr,
-            &a.probe_path,
-            a.probe_timeout,
-            known,
-        ));
         let speaks = tokio::select! {
             () = stop.cancelled() => return,
             speaks = async {
                 // The semaphore is never closed.
                 let _slot = pacing.slots.acquire().await.ok();
-                probe.await
+                // Boxed, and only once a slot is held: the probe's state (a connection,
+                // buffers) exists for at most `MAX_CONCURRENT_PROBES` probes at a time, so
+                // 20,000 probers waiting for their turn stay small.
+                Box::pin(probe::probe(
+                    cfg.probe_style(),
+                    protocol,
+                    addr,
+                    &a.probe_path,
+                    a.probe_timeout,
+                    known,
+                ))
+                .await
             } => speaks,
         };
         let ok = speaks.is_some();
