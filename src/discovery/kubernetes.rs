@@ -261,9 +261,7 @@ impl State {
             }
             watcher::Event::InitDone => {
                 if let Some(buf) = self.relist_revisions.take() {
-                    let old = std::mem::replace(&mut self.api, buf);
-                    self.dirty.extend(old.into_keys());
-                    self.dirty.extend(self.api.keys().cloned());
+                    swap_in(&mut self.api, buf, &mut self.dirty);
                 }
                 self.revisions_listed = true;
             }
@@ -296,9 +294,10 @@ impl State {
                 self.relist_endpoints = Some((HashMap::new(), HashMap::new()));
             }
             watcher::Event::InitApply(eps) => {
-                if let (Some((private, public)), Some((key, kind))) =
-                    (self.relist_endpoints.as_mut(), objects::classify(&eps))
-                {
+                if let (Some((private, public)), Some((key, kind))) = (
+                    self.relist_endpoints.as_mut(),
+                    objects::classify(&eps.metadata),
+                ) {
                     match kind {
                         ServiceType::Private => private.insert(key, Addresses::of(&eps, true)),
                         ServiceType::Public => public.insert(key, Addresses::of(&eps, false)),
@@ -307,18 +306,13 @@ impl State {
             }
             watcher::Event::InitDone => {
                 if let Some((private, public)) = self.relist_endpoints.take() {
-                    for map in [&self.private, &self.public] {
-                        self.dirty.extend(map.keys().cloned());
-                    }
-                    self.dirty.extend(private.keys().cloned());
-                    self.dirty.extend(public.keys().cloned());
-                    self.private = private;
-                    self.public = public;
+                    swap_in(&mut self.private, private, &mut self.dirty);
+                    swap_in(&mut self.public, public, &mut self.dirty);
                 }
                 self.endpoints_listed = true;
             }
             watcher::Event::Apply(eps) => {
-                let Some((key, kind)) = objects::classify(&eps) else {
+                let Some((key, kind)) = objects::classify(&eps.metadata) else {
                     return;
                 };
                 let map = match kind {
@@ -332,7 +326,7 @@ impl State {
                 }
             }
             watcher::Event::Delete(eps) => {
-                if let Some((key, kind)) = objects::classify(&eps) {
+                if let Some((key, kind)) = objects::classify(&eps.metadata) {
                     match kind {
                         ServiceType::Private => self.private.remove(&key),
                         ServiceType::Public => self.public.remove(&key),
@@ -358,9 +352,7 @@ impl State {
             }
             watcher::Event::InitDone => {
                 if let Some(buf) = self.relist_services.take() {
-                    let old = std::mem::replace(&mut self.services, buf);
-                    self.dirty.extend(old.into_keys());
-                    self.dirty.extend(self.services.keys().cloned());
+                    swap_in(&mut self.services, buf, &mut self.dirty);
                 }
                 self.services_listed = true;
             }
@@ -483,6 +475,17 @@ impl State {
         }
         pods
     }
+}
+
+/// Replaces `current` with a completed relist, marking every revision either side knows dirty.
+fn swap_in<V>(
+    current: &mut HashMap<RevisionKey, V>,
+    relisted: HashMap<RevisionKey, V>,
+    dirty: &mut HashSet<RevisionKey>,
+) {
+    let old = std::mem::replace(current, relisted);
+    dirty.extend(old.into_keys());
+    dirty.extend(current.keys().cloned());
 }
 
 /// The Service port name for `protocol`: `http2` for h2c, else `kubernetes.port_name`

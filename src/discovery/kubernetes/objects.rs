@@ -143,10 +143,10 @@ pub(crate) enum ServiceType {
     Public,
 }
 
-/// The revision and Service type an Endpoints object is for, from its labels.
-pub(crate) fn classify(eps: &Endpoints) -> Option<(RevisionKey, ServiceType)> {
-    let labels = eps.metadata.labels.as_ref()?;
-    let namespace = eps.metadata.namespace.as_deref()?;
+/// The revision and Service type an Endpoints or Service object is for, from its labels.
+pub(crate) fn classify(meta: &ObjectMeta) -> Option<(RevisionKey, ServiceType)> {
+    let labels = meta.labels.as_ref()?;
+    let namespace = meta.namespace.as_deref()?;
     let revision = labels.get(REVISION_LABEL).filter(|r| !r.is_empty())?;
     let kind = match labels.get(SERVICE_TYPE_LABEL)?.as_str() {
         "Private" => ServiceType::Private,
@@ -196,11 +196,7 @@ impl Addresses {
                 .ports
                 .iter()
                 .flatten()
-                .filter_map(|p| {
-                    let name = p.name.as_deref().filter(|n| !n.is_empty())?;
-                    let number = u16::try_from(p.port).ok().filter(|n| *n != 0)?;
-                    Some((name, number))
-                })
+                .filter_map(|p| named_port(p.name.as_deref(), p.port))
                 .collect();
             if named.is_empty() {
                 warn!(
@@ -293,11 +289,8 @@ impl ClusterIp {
             .ports
             .iter()
             .flatten()
-            .filter_map(|p| {
-                let name = p.name.as_deref().filter(|n| !n.is_empty())?;
-                let number = u16::try_from(p.port).ok().filter(|n| *n != 0)?;
-                Some((Box::from(name), number))
-            })
+            .filter_map(|p| named_port(p.name.as_deref(), p.port))
+            .map(|(name, number)| (Box::from(name), number))
             .collect();
         Some(Self { ip, ports })
     }
@@ -313,11 +306,17 @@ impl ClusterIp {
 
 /// The revision a private Service is for, from its labels (public Services are not needed).
 pub(crate) fn private_service(svc: &Service) -> Option<RevisionKey> {
-    let labels = svc.metadata.labels.as_ref()?;
-    let namespace = svc.metadata.namespace.as_deref()?;
-    let revision = labels.get(REVISION_LABEL).filter(|r| !r.is_empty())?;
-    (labels.get(SERVICE_TYPE_LABEL)?.as_str() == "Private")
-        .then(|| RevisionKey::new(namespace, revision))
+    match classify(&svc.metadata)? {
+        (key, ServiceType::Private) => Some(key),
+        (_, ServiceType::Public) => None,
+    }
+}
+
+/// A port that can be dialled by name: named, and numbered 1–65535.
+fn named_port(name: Option<&str>, port: i32) -> Option<(&str, u16)> {
+    let name = name.filter(|n| !n.is_empty())?;
+    let number = u16::try_from(port).ok().filter(|n| *n != 0)?;
+    Some((name, number))
 }
 
 /// This activator's index among the activator IPs `sorted` (text order), Knative's

@@ -360,12 +360,12 @@ fn objects_without_the_labels_are_ignored() {
         objects::SERVICE_TYPE_LABEL.into(),
         "Private".into(),
     )]));
-    assert!(objects::classify(&e).is_none());
+    assert!(objects::classify(&e.metadata).is_none());
     e.metadata.labels = Some(BTreeMap::from([
         (objects::REVISION_LABEL.into(), "x".into()),
         (objects::SERVICE_TYPE_LABEL.into(), "Other".into()),
     ]));
-    assert!(objects::classify(&e).is_none());
+    assert!(objects::classify(&e.metadata).is_none());
 }
 
 fn private_service(ns: &str, rev: &str, cluster_ip: &str, port: (&str, i32)) -> Service {
