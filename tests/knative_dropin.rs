@@ -26,11 +26,7 @@ use support::{
     backend::{QueueProxy, queue_proxies},
     binary::{Running, start_activator_env},
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    task::JoinHandle,
-    time::Instant,
-};
+use tokio::{task::JoinHandle, time::Instant};
 
 const WAIT: Duration = Duration::from_secs(15);
 const NS: &str = "apps";
@@ -416,20 +412,10 @@ async fn wait_ready(a: &Running, dir: &std::path::Path) {
 /// A GET routed by the `Knative-Serving-*` headers; `None` when the connection fails or takes
 /// longer than `limit`. Returns (status, body).
 async fn get(addr: SocketAddr, ns: &str, rev: &str, limit: Duration) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let head = format!(
-            "GET /hello HTTP/1.1\r\nHost: {rev}.{ns}.svc.cluster.local\r\nKnative-Serving-Revision: {rev}\r\nKnative-Serving-Namespace: {ns}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(head.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    };
-    tokio::time::timeout(limit, exchange).await.ok().flatten()
+    let head = format!(
+        "GET /hello HTTP/1.1\r\nHost: {rev}.{ns}.svc.cluster.local\r\nKnative-Serving-Revision: {rev}\r\nKnative-Serving-Namespace: {ns}\r\nConnection: close\r\n\r\n"
+    );
+    support::binary::try_exchange(addr, &head, limit).await
 }
 
 fn spawn_get(a: &Running, ns: &str, rev: &str) -> JoinHandle<Option<(u16, String)>> {

@@ -130,14 +130,17 @@ pub fn start_activator_env(
 /// A GET with `Connection: close`; `None` if the connection is refused, reset or slower than
 /// `limit`. Returns (status, body).
 pub async fn try_get(addr: SocketAddr, path: &str, limit: Duration) -> Option<(u16, String)> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    try_exchange(addr, &head, limit).await
+}
+
+/// Sends `head` (a whole request that closes the connection) and reads the answer to the end;
+/// `None` if the connection is refused, reset or slower than `limit`. Returns (status, body).
+pub async fn try_exchange(addr: SocketAddr, head: &str, limit: Duration) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
+        s.write_all(head.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
