@@ -1,5 +1,8 @@
 //! `hold_until_ready`: a CHECK for a revision without a ready pod is answered once one is
 //! ready, when the hold runs out, or when the server closes, whichever comes first.
+//!
+//! A CHECK that a Route splits between revisions is held until *every* revision it can be
+//! sent to has a ready pod: the split is drawn after the CHECK, so any of them may get it.
 
 use std::time::Duration;
 
@@ -22,6 +25,39 @@ pub(crate) enum Hold {
     Expired,
     /// The server started closing; held calls are let go so the drain can finish.
     Closing,
+}
+
+/// [`hold`] for every one of `keys` in turn, all within one `limit`.
+pub(crate) async fn hold_all(
+    healthy: &watch::Receiver<Endpoints>,
+    keys: &[RevisionKey],
+    limit: Duration,
+    drain: &Drain,
+) -> Hold {
+    if limit.is_zero() {
+        return Hold::NotNeeded;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut outcome = Hold::NotNeeded;
+    for key in keys {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // `hold` reads a zero limit as "do not hold": a spent one is judged here.
+        let this = if left.is_zero() {
+            if endpoints::count(&healthy.borrow(), key) > 0 {
+                Hold::NotNeeded
+            } else {
+                Hold::Expired
+            }
+        } else {
+            hold(healthy, key, left, drain).await
+        };
+        match this {
+            Hold::NotNeeded => {}
+            Hold::Ready => outcome = Hold::Ready,
+            Hold::Expired | Hold::Closing => return this,
+        }
+    }
+    outcome
 }
 
 /// Waits as described in the module docs. Never longer than `limit`.

@@ -3,6 +3,14 @@ use std::{collections::HashMap, sync::Arc};
 use super::*;
 use crate::proto::istio::policy::v1beta1::DnsName;
 
+/// A host alone (no path, no headers, no KIngress table), as far as one revision goes.
+fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Option<RevisionKey> {
+    match from_request(host, "/", |_| None, cfg, index, &RouteTable::default()) {
+        Ok(Found::One(key)) => Some(key),
+        _ => None,
+    }
+}
+
 fn key(ns: &str, name: &str) -> Option<RevisionKey> {
     Some(RevisionKey::new(ns, name))
 }
