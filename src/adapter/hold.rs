@@ -147,4 +147,44 @@ mod tests {
         drain.start_closing();
         assert_eq!(held.await.unwrap(), Hold::Closing);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_is_held_until_every_revision_is_ready_within_one_limit() {
+        let (tx, rx, a) = setup();
+        let b = RevisionKey::new("default", "other");
+        let drain = Drain::new();
+        let keys = [a.clone(), b.clone()];
+        // Neither ready: one limit for both, not one each.
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::from_secs(2), &drain).await,
+            Hold::Expired
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // `a` ready, `b` not: still held, released when `b` is.
+        publish(&tx, &a);
+        let held = tokio::spawn({
+            let (rx, keys, drain) = (rx.clone(), keys.clone(), drain.clone());
+            async move { hold_all(&rx, &keys, Duration::from_secs(60), &drain).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished());
+        let mut map = EndpointMap::default();
+        for key in [&a, &b] {
+            map.insert(
+                key.clone(),
+                Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]),
+            );
+        }
+        tx.send_replace(Arc::new(map));
+        assert_eq!(held.await.unwrap(), Hold::Ready);
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::from_secs(5), &drain).await,
+            Hold::NotNeeded
+        );
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::ZERO, &drain).await,
+            Hold::NotNeeded
+        );
+    }
 }
