@@ -45,7 +45,8 @@ pub const ADAPTER_UNKNOWN_HOSTS: &str = "kactivator_adapter_unknown_hosts_total"
 /// Counter, label `api`: `hold_until_ready` ran out before the revision had a ready pod.
 pub const ADAPTER_HOLD_EXPIRED: &str = "kactivator_adapter_hold_expired_total";
 
-/// Counter, label `resource` (`revisions`, `endpoints`): failed Kubernetes list/watch calls
+/// Counter, label `resource` (`revisions`, `endpoints`, `services`; `ingresses` in adapter
+/// mode): failed Kubernetes list/watch calls
 /// (each is retried with backoff; the last known state stays in force).
 pub const KUBERNETES_WATCH_ERRORS: &str = "kactivator_kubernetes_watch_errors_total";
 /// Gauge 1/0: `discovery: kubernetes` has listed every watched resource once.

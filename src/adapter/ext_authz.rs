@@ -52,7 +52,7 @@ pub(crate) fn revisions(
     ) {
         return key::from_headers(ns, rev)
             .map(Found::One)
-            .ok_or(Miss::UnknownHost);
+            .ok_or(Miss::BadHeaders);
     }
     let host = host_of(http).ok_or(Miss::NoHost)?;
     key::from_request(

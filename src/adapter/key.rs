@@ -88,6 +88,8 @@ impl Found {
 pub(crate) enum Miss {
     /// No host at all.
     NoHost,
+    /// `Knative-Serving-Revision` / `-Namespace` present but not DNS labels.
+    BadHeaders,
     /// Neither `revisions[].hosts`, a KIngress rule nor a `.svc` form names the host.
     UnknownHost,
     /// A KIngress host, but none of its paths matches the request's path and headers.
