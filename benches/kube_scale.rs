@@ -12,8 +12,13 @@
 //! - `cold`: time from the private Endpoints event that publishes a ready queue-proxy (the fake
 //!   API server's write) to the first byte of a held request arriving at that pod, `--trials`
 //!   revisions each cold once.
+//! - `adapter`: the same cold start in adapter mode at a gateway: an ext_authz Check carrying only
+//!   a Route's Host (no routing headers), the revision found through the fake API server's KIngress,
+//!   held by `hold_until_ready`. Measures Check → poke at the autoscaler, and the private Endpoints
+//!   write → the held Check answered.
 //!
-//! Results: a table on stdout and `benches/results/kube-scale.csv`, `kube-coldstart.csv`.
+//! Results: a table on stdout and `benches/results/kube-scale.csv`, `kube-coldstart.csv`,
+//! `kube-coldstart-adapter.csv`.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 #[path = "../tests/support/apiserver.rs"]
@@ -25,6 +30,9 @@ mod autoscaler;
 #[path = "../tests/support/binary.rs"]
 #[allow(dead_code)]
 mod binary;
+#[path = "../tests/support/mixer.rs"]
+#[allow(dead_code)]
+mod mixer;
 
 use std::{
     collections::BTreeMap,
@@ -37,9 +45,11 @@ use std::{
     time::Duration,
 };
 
-use apiserver::{FakeApiServer, Protocol, private_endpoints, public_endpoints, revision};
+use apiserver::{
+    FakeApiServer, KPath, Protocol, kingress, private_endpoints, public_endpoints, revision,
+};
 use autoscaler::FakeAutoscaler;
-use binary::{Running, start_activator_env};
+use binary::{Running, start_activator_env, start_mode_env};
 use parking_lot::Mutex;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -122,6 +132,9 @@ fn main() {
         }
         if args.only.iter().any(|p| p == "cold") {
             cold(&args).await;
+        }
+        if args.only.iter().any(|p| p == "adapter") {
+            adapter_cold(&args).await;
         }
     });
 }
@@ -742,6 +755,147 @@ async fn cold(args: &Args) {
         format!("trial,ok,first_byte_upstream_ms,response_ms,held_before_publish_ms\n{csv}"),
     )
     .unwrap();
+}
+
+async fn adapter_cold(args: &Args) {
+    let api = FakeApiServer::start().await;
+    let autoscaler = FakeAutoscaler::start().await;
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let pod_addr = listener.local_addr().unwrap();
+    drop(listener);
+    // The adapter only probes the pod (hold_until_ready waits for a healthy one).
+    let _pods = start_pods(&[pod_addr]).await;
+    let ns = "kcold";
+    let name = |t: usize| format!("route-{t:03}-00001");
+    let host = |t: usize| format!("route-{t:03}.{ns}.example.com");
+    for t in 0..args.trials {
+        let rev = name(t);
+        api.apply(revision(ns, &rev, 0, Protocol::Http1));
+        api.apply(private_endpoints(
+            ns,
+            &rev,
+            &[],
+            &[],
+            "http",
+            pod_addr.port(),
+        ));
+        let splits = [(rev.as_str(), 100)];
+        let paths = [KPath {
+            path: None,
+            headers: &[],
+            splits: &splits,
+        }];
+        let hosts = [host(t)];
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        api.apply(kingress(
+            ns,
+            &format!("route-{t:03}"),
+            &[(&hosts, "ExternalIP", &paths)],
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let yaml = format!(
+        "discovery: kubernetes\nautoscaler:\n  url: {}\nadapter:\n  hold_until_ready: 30s\n",
+        autoscaler.url()
+    );
+    let a = start_mode_env(
+        "adapter",
+        dir.path(),
+        &yaml,
+        None,
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !readyz(&a).await {
+        assert!(Instant::now() < deadline, "no first sync");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ch = mixer::channel(a.ports.grpc).await;
+    // (ok, Check → poke ms, Endpoints write → Check answered ms)
+    let mut rows: Vec<(bool, f64, f64)> = Vec::new();
+    for t in 0..args.trials {
+        let rev = name(t);
+        let sent = Instant::now();
+        let check = tokio::spawn(mixer::raw_call(
+            ch.clone(),
+            mixer::EXT_AUTHZ_PATH,
+            mixer::ext_authz_request(&host(t), &[]),
+        ));
+        let poke_deadline = Instant::now() + Duration::from_secs(10);
+        let mut poked = None;
+        while poked.is_none() && Instant::now() < poke_deadline && !check.is_finished() {
+            if autoscaler
+                .frames()
+                .iter()
+                .any(|f| f.protobuf().messages.iter().any(|m| m.name == rev))
+            {
+                poked = Some(sent.elapsed());
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let Some(poked) = poked else {
+            eprintln!(
+                "[kube-adapter-cold] trial {t}: no poke for {rev} (Check answered: {})",
+                check.is_finished()
+            );
+            check.abort();
+            rows.push((false, f64::NAN, f64::NAN));
+            continue;
+        };
+        // The Check is held (no pod yet); publish one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let held = !check.is_finished();
+        let published = Instant::now();
+        api.apply(private_endpoints(
+            ns,
+            &rev,
+            &[&pod_addr.ip().to_string()],
+            &[],
+            "http",
+            pod_addr.port(),
+        ));
+        let reply = tokio::time::timeout(Duration::from_secs(10), check)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(Result::ok);
+        let answered = published.elapsed();
+        let ok = held && reply.as_deref() == Some(&[0x0a, 0x00, 0x1a, 0x00][..]);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        rows.push((ok, ms(poked), ms(answered)));
+    }
+    let failed = rows.iter().filter(|r| !r.0).count();
+    let mut poke: Vec<f64> = rows.iter().filter(|r| r.0).map(|r| r.1).collect();
+    let mut answer: Vec<f64> = rows.iter().filter(|r| r.0).map(|r| r.2).collect();
+    poke.sort_by(f64::total_cmp);
+    answer.sort_by(f64::total_cmp);
+    let mut row = BTreeMap::new();
+    row.insert("trials", args.trials.to_string());
+    row.insert("failed", failed.to_string());
+    row.insert("check_to_poke_p50_ms", format!("{:.2}", pct(&poke, 50.0)));
+    row.insert("check_to_poke_p99_ms", format!("{:.2}", pct(&poke, 99.0)));
+    row.insert(
+        "endpoints_to_check_answered_p50_ms",
+        format!("{:.2}", pct(&answer, 50.0)),
+    );
+    row.insert(
+        "endpoints_to_check_answered_p90_ms",
+        format!("{:.2}", pct(&answer, 90.0)),
+    );
+    row.insert(
+        "endpoints_to_check_answered_p99_ms",
+        format!("{:.2}", pct(&answer, 99.0)),
+    );
+    row.insert(
+        "endpoints_to_check_answered_max_ms",
+        format!("{:.2}", answer.last().copied().unwrap_or(f64::NAN)),
+    );
+    report("kube-coldstart-adapter", &args.results, &row);
 }
 
 /// Nearest-rank percentile of sorted values.

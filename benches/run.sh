@@ -9,8 +9,9 @@
 #
 # `kube` is benches/kube_scale.rs (`cargo bench --bench kube_scale`): discovery: kubernetes with
 # 5,000 Revisions / 20,000 pods against the fake API server of tests/support, and the cold start
-# from a private Endpoints event; `cold` runs that cold-start row too. Results on stdout and in
-# benches/results/kube-*.csv.
+# from a private Endpoints event, for the activator and for the adapter (ext_authz Check by a
+# Route's Host, the revision found through a fake KIngress); `cold` runs those cold-start rows
+# too. Results on stdout and in benches/results/kube-*.csv.
 #
 # Installs nginx, wrk and h2load (nghttp2-client) with apt-get when missing, builds kactivator and
 # the bench clients (examples/bench_*.rs) in release, then runs benches/bench.py (stdlib Python).
@@ -44,9 +45,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 kube=""
 if [[ -z $only || ,$only, == *,kube,* ]]; then
-  kube=scale,cold
+  kube=scale,cold,adapter
 elif [[ ,$only, == *,cold,* ]]; then
-  kube=cold
+  kube=cold,adapter
 fi
 
 if [[ -z $only || ,$only, == *,@(warm|cold|hold|adapter|idle),* ]]; then

@@ -2,8 +2,9 @@
 //!
 //! One gRPC port serves `authorization.HandleAuthorizationService` (Mixer CHECK),
 //! `metric.HandleMetricService` (Mixer REPORT), `envoy.service.auth.v3.Authorization`
-//! (ext_authz) and `grpc.health.v1.Health`. Every call derives a revision key, pokes the
-//! autoscaler through a per-revision coalescer, and allows the request.
+//! (ext_authz) and `grpc.health.v1.Health`. Every call derives the revision keys it is for
+//! (headers, hosts, and with `discovery: kubernetes` Knative's KIngress route table), pokes
+//! the autoscaler through a per-revision coalescer, and allows the request.
 
 mod coalescer;
 mod error;
@@ -32,6 +33,7 @@ use self::{ext_authz::ExtAuthz, mixer::Mixer, params::Targets, poke::Sink, servi
 use crate::{
     autoscaler::{AutoscalerClient, ClientConfig},
     context::Context,
+    discovery::kingress::Routes,
     drain::Drain,
     endpoints::Endpoints,
     proto::{
@@ -75,11 +77,12 @@ pub struct Adapter {
 
 impl Adapter {
     /// Binds `listen.grpc` and checks TLS files. `healthy` is the table `hold_until_ready`
-    /// waits on.
+    /// waits on; `routes` the KIngress route table hosts are looked up in.
     pub async fn bind(
         ctx: &Context,
         client: AutoscalerClient,
         healthy: watch::Receiver<Endpoints>,
+        routes: watch::Receiver<Routes>,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
         let tls = match tls::files(cfg.adapter.tls.as_ref(), |k| std::env::var(k).ok())? {
@@ -113,7 +116,13 @@ impl Adapter {
             connect,
             MAX_ENDPOINT_CLIENTS,
         );
-        let shared = Shared::new(ctx.config.clone(), healthy, ctx.drain.clone(), targets);
+        let shared = Shared::new(
+            ctx.config.clone(),
+            healthy,
+            ctx.drain.clone(),
+            targets,
+            routes,
+        );
         Ok(Self {
             listener,
             drain: ctx.drain.clone(),

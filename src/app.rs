@@ -124,7 +124,8 @@ impl App {
                     },
                     stats_exit.clone(),
                 );
-                let discovered = discover(&ctx, &config, local.as_ref(), exit.clone()).await?;
+                let discovered =
+                    discover(&ctx, &config, mode, local.as_ref(), exit.clone()).await?;
                 revisions = Some(discovered.revisions.clone());
                 let backends = Backends::spawn(
                     ctx.config.clone(),
@@ -141,7 +142,8 @@ impl App {
                     addrs.h2c = Some(h2c);
                     Running::Activator(activator)
                 } else {
-                    let adapter = Adapter::bind(&ctx, client, backends.healthy()).await?;
+                    let adapter =
+                        Adapter::bind(&ctx, client, backends.healthy(), discovered.routes).await?;
                     addrs.grpc = Some(adapter.local_addr());
                     Running::Adapter(adapter)
                 }
@@ -279,6 +281,7 @@ fn grace_period(cfg: &Config, revisions: Option<&watch::Receiver<Revisions>>) ->
 async fn discover(
     ctx: &Context,
     config: &Config,
+    mode: Mode,
     local: Option<&LocalAutoscaler>,
     exit: CancellationToken,
 ) -> anyhow::Result<Discovered> {
@@ -287,6 +290,7 @@ async fn discover(
         (DiscoveryKind::Local, Some(local)) => Discovered {
             revisions: from_config(),
             endpoints: local.endpoints(),
+            routes: discovery::kingress::none(),
         },
         (DiscoveryKind::Local, None) => Discovered {
             revisions: from_config(),
@@ -294,10 +298,12 @@ async fn discover(
                 config.autoscaler.url.clone().unwrap_or_default(),
                 exit,
             ),
+            routes: discovery::kingress::none(),
         },
         (DiscoveryKind::Static, _) => Discovered {
             revisions: from_config(),
             endpoints: discovery::spawn_static(ctx.config.clone(), exit),
+            routes: discovery::kingress::none(),
         },
         (DiscoveryKind::Kubernetes, _) => {
             // kube's error repeats its sources in its message: print it once, not as a chain.
@@ -311,6 +317,8 @@ async fn discover(
                 ctx.config.clone(),
                 client,
                 pod_ip,
+                // Only the adapter reads KIngress (and only its ClusterRole may list them).
+                mode == Mode::Adapter,
                 ctx.readiness.sync_gate(),
                 exit,
             )

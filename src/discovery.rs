@@ -4,8 +4,10 @@
 //! *discovered* endpoint table. `static` reads both from the (hot-reloaded) config. `local`
 //! takes revisions from the config and endpoints from the local autoscaler's process
 //! supervisor (see `autoscaler::local`). `kubernetes` watches Knative's Revisions and the
-//! Endpoints of their Services (see [`kubernetes`]).
+//! Endpoints of their Services (see [`kubernetes`]), and in adapter mode Knative's
+//! networking Ingresses for the adapter's route table (see [`kingress`]).
 
+pub mod kingress;
 pub mod kubernetes;
 
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub struct Discovered {
     pub revisions: watch::Receiver<Revisions>,
     /// Pod addresses per revision, before probing.
     pub endpoints: watch::Receiver<Endpoints>,
+    /// Route hosts → revisions from Knative's KIngress objects (adapter mode with
+    /// `discovery: kubernetes`; empty otherwise).
+    pub routes: watch::Receiver<kingress::Routes>,
 }
 
 /// Endpoints listed in the config file, republished whenever the file changes.

@@ -463,7 +463,11 @@ pub fn check_adapter_proto(data: &[u8]) {
                 .and_then(|r| r.http.as_ref());
             if let Some(http) = http {
                 let hosts = key::HostIndex::default();
-                let derived = ext_authz::revision(http, cfg, &hosts);
+                let routes = crate::discovery::kingress::RouteTable::default();
+                let derived = match ext_authz::revisions(http, cfg, &hosts, &routes) {
+                    Ok(key::Found::One(key)) => Some(key),
+                    _ => None,
+                };
                 check_key(derived.clone());
                 let configured = cfg.revisions.iter().find(|r| {
                     r.hosts

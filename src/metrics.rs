@@ -39,10 +39,14 @@ pub const CONFIG_RELOADS: &str = "kactivator_config_reloads_total";
 /// Counter, labels `api`, `reason`: adapter calls that carried no usable revision or bad
 /// `adapter_config` (traffic is still allowed unless the config itself is invalid).
 pub const ADAPTER_ERRORS: &str = "kactivator_adapter_errors_total";
+/// Counter, label `api`: adapter calls whose host is neither a configured `revisions[].hosts`
+/// entry, a KIngress Route host nor a `.svc` revision host (allowed, nothing poked).
+pub const ADAPTER_UNKNOWN_HOSTS: &str = "kactivator_adapter_unknown_hosts_total";
 /// Counter, label `api`: `hold_until_ready` ran out before the revision had a ready pod.
 pub const ADAPTER_HOLD_EXPIRED: &str = "kactivator_adapter_hold_expired_total";
 
-/// Counter, label `resource` (`revisions`, `endpoints`): failed Kubernetes list/watch calls
+/// Counter, label `resource` (`revisions`, `endpoints`, `services`; `ingresses` in adapter
+/// mode): failed Kubernetes list/watch calls
 /// (each is retried with backoff; the last known state stays in force).
 pub const KUBERNETES_WATCH_ERRORS: &str = "kactivator_kubernetes_watch_errors_total";
 /// Gauge 1/0: `discovery: kubernetes` has listed every watched resource once.
@@ -152,6 +156,10 @@ fn describe() {
     describe_counter!(
         ADAPTER_ERRORS,
         "Adapter calls without a usable revision or with bad adapter_config, by api and reason"
+    );
+    describe_counter!(
+        ADAPTER_UNKNOWN_HOSTS,
+        "Adapter calls whose host no revision, Route or .svc form names, by api"
     );
     describe_counter!(
         ADAPTER_HOLD_EXPIRED,

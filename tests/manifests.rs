@@ -288,26 +288,49 @@ fn activator_rbac_grants_what_kubernetes_discovery_reads() {
     let deployment = objects("manifests/activator/kactivator.yaml");
     let rbac = objects("manifests/activator/rbac.yaml");
     assert!(rbac.other.is_empty(), "{:?}", rbac.other);
-    let pod = deployment.deployments[0]
-        .spec
-        .clone()
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    // discovery/kubernetes.rs: serving.knative.dev Revisions, core Endpoints and Services, read
+    // only (what Knative's activator ClusterRole grants).
+    assert_rbac(
+        &deployment.deployments[0],
+        &rbac,
+        &["/endpoints", "/services", "serving.knative.dev/revisions"],
+    );
+}
+
+#[test]
+fn adapter_rbac_grants_what_its_kubernetes_discovery_reads() {
+    let objs = objects("manifests/adapter/deployment.yaml");
+    let d = &objs.deployments[0];
+    let c = container(d, "kactivator");
+    assert_eq!(
+        mounted_config(&objs, d, c).discovery,
+        kactivator::config::DiscoveryKind::Kubernetes
+    );
+    // discovery/kubernetes.rs with the KIngress watch (discovery/kingress.rs) of adapter mode.
+    assert_rbac(
+        d,
+        &objs,
+        &[
+            "/endpoints",
+            "/services",
+            "networking.internal.knative.dev/ingresses",
+            "serving.knative.dev/revisions",
+        ],
+    );
+}
+
+/// One ServiceAccount (the Deployment's, in its namespace), one ClusterRole granting exactly
+/// get/list/watch on `want` (`group/resource`), one ClusterRoleBinding tying them.
+fn assert_rbac(deployment: &Deployment, rbac: &Objects, want: &[&str]) {
+    let pod = deployment.spec.clone().unwrap().template.spec.unwrap();
     let [account] = &rbac.service_accounts[..] else {
         panic!("one ServiceAccount")
     };
     assert_eq!(account.metadata.name, pod.service_account_name);
-    assert_eq!(
-        account.metadata.namespace,
-        deployment.deployments[0].metadata.namespace
-    );
+    assert_eq!(account.metadata.namespace, deployment.metadata.namespace);
     let [role] = &rbac.cluster_roles[..] else {
         panic!("one ClusterRole")
     };
-    // discovery/kubernetes.rs: serving.knative.dev Revisions, core Endpoints and Services, read
-    // only (what Knative's activator ClusterRole grants).
     let mut granted = BTreeSet::new();
     for rule in role.rules.iter().flatten() {
         let verbs: BTreeSet<_> = rule.verbs.iter().map(String::as_str).collect();
@@ -318,14 +341,8 @@ fn activator_rbac_grants_what_kubernetes_discovery_reads() {
             }
         }
     }
-    assert_eq!(
-        granted,
-        BTreeSet::from([
-            "/endpoints".into(),
-            "/services".into(),
-            "serving.knative.dev/revisions".to_string()
-        ])
-    );
+    let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(granted, want);
     let [binding] = &rbac.cluster_role_bindings[..] else {
         panic!("one ClusterRoleBinding")
     };

@@ -5,11 +5,12 @@ use tonic::{Request, Response, Status};
 
 use super::{
     error::Api,
-    key::{self, HostIndex},
+    key::{self, Found, HostIndex, Miss},
     service::Shared,
 };
 use crate::{
     config::SharedConfig,
+    discovery::kingress::RouteTable,
     proto::{
         envoy::service::auth::v3::{
             AttributeContext, CheckRequest, CheckResponse, OkHttpResponse,
@@ -18,7 +19,7 @@ use crate::{
         },
         google::rpc,
     },
-    revision::{NAMESPACE_HEADER, REVISION_HEADER, RevisionKey},
+    revision::{NAMESPACE_HEADER, REVISION_HEADER},
 };
 
 /// Serves ext_authz Check.
@@ -32,28 +33,43 @@ impl ExtAuthz {
         Self { shared }
     }
 
-    fn revision(&self, http: &HttpRequest) -> Option<RevisionKey> {
-        revision(http, &self.shared.config(), self.shared.hosts())
+    fn revisions(&self, http: &HttpRequest, cfg: &SharedConfig) -> Result<Found, Miss> {
+        revisions(http, cfg, self.shared.hosts(), &self.shared.routes())
     }
 }
 
-/// The revision a request names: the Knative routing headers, else its host.
-pub(crate) fn revision(
+/// The revisions a request is for: the one the Knative routing headers name, else those its
+/// host, path and headers reach (see [`key::from_request`]).
+pub(crate) fn revisions(
     http: &HttpRequest,
     cfg: &SharedConfig,
     hosts: &HostIndex,
-) -> Option<RevisionKey> {
+    routes: &RouteTable,
+) -> Result<Found, Miss> {
     if let (Some(rev), Some(ns)) = (
         header(http, REVISION_HEADER),
         header(http, NAMESPACE_HEADER),
     ) {
-        return key::from_headers(ns, rev);
+        return key::from_headers(ns, rev)
+            .map(Found::One)
+            .ok_or(Miss::BadHeaders);
     }
-    let host = Some(http.host.as_str())
+    let host = host_of(http).ok_or(Miss::NoHost)?;
+    key::from_request(
+        host,
+        &http.path,
+        |name| header(http, name),
+        cfg,
+        hosts,
+        routes,
+    )
+}
+
+fn host_of(http: &HttpRequest) -> Option<&str> {
+    Some(http.host.as_str())
         .filter(|h| !h.is_empty())
         .or_else(|| header(http, ":authority"))
-        .or_else(|| header(http, "host"))?;
-    key::from_host(host, cfg, hosts)
+        .or_else(|| header(http, "host"))
 }
 
 #[tonic::async_trait]
@@ -71,18 +87,24 @@ impl Authorization for ExtAuthz {
             .as_ref()
             .and_then(|a: &AttributeContext| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        match http.and_then(|h| self.revision(h)) {
-            Some(key) => {
-                let cfg = self.shared.config();
+        let Some(http) = http else {
+            self.shared.no_revision(API, "no http request");
+            return Ok(Response::new(allow()));
+        };
+        let cfg = self.shared.config();
+        match self.revisions(http, &cfg) {
+            Ok(found) => {
                 // ext_authz has no adapter_config: always the default autoscaler.
-                self.shared
-                    .poke(API, None, &key, &cfg)
-                    .map_err(|e| e.into_status(API))?;
-                self.shared.hold(API, &key, &cfg).await;
+                for key in found.keys() {
+                    self.shared
+                        .poke(API, None, key, &cfg)
+                        .map_err(|e| e.into_status(API))?;
+                }
+                self.shared.hold(API, found.keys(), &cfg).await;
             }
-            None => self
+            Err(miss) => self
                 .shared
-                .no_revision(API, http.map_or("no http request", |h| h.host.as_str())),
+                .missed(API, miss, host_of(http).unwrap_or_default()),
         }
         Ok(Response::new(allow()))
     }

@@ -1,5 +1,8 @@
 //! `hold_until_ready`: a CHECK for a revision without a ready pod is answered once one is
 //! ready, when the hold runs out, or when the server closes, whichever comes first.
+//!
+//! A CHECK that a Route splits between revisions is held until *every* revision it can be
+//! sent to has a ready pod: the split is drawn after the CHECK, so any of them may get it.
 
 use std::time::Duration;
 
@@ -22,6 +25,39 @@ pub(crate) enum Hold {
     Expired,
     /// The server started closing; held calls are let go so the drain can finish.
     Closing,
+}
+
+/// [`hold`] for every one of `keys` in turn, all within one `limit`.
+pub(crate) async fn hold_all(
+    healthy: &watch::Receiver<Endpoints>,
+    keys: &[RevisionKey],
+    limit: Duration,
+    drain: &Drain,
+) -> Hold {
+    if limit.is_zero() {
+        return Hold::NotNeeded;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut outcome = Hold::NotNeeded;
+    for key in keys {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // `hold` reads a zero limit as "do not hold": a spent one is judged here.
+        let this = if left.is_zero() {
+            if endpoints::count(&healthy.borrow(), key) > 0 {
+                Hold::NotNeeded
+            } else {
+                Hold::Expired
+            }
+        } else {
+            hold(healthy, key, left, drain).await
+        };
+        match this {
+            Hold::NotNeeded => {}
+            Hold::Ready => outcome = Hold::Ready,
+            Hold::Expired | Hold::Closing => return this,
+        }
+    }
+    outcome
 }
 
 /// Waits as described in the module docs. Never longer than `limit`.
@@ -110,5 +146,45 @@ mod tests {
         tokio::task::yield_now().await;
         drain.start_closing();
         assert_eq!(held.await.unwrap(), Hold::Closing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_is_held_until_every_revision_is_ready_within_one_limit() {
+        let (tx, rx, a) = setup();
+        let b = RevisionKey::new("default", "other");
+        let drain = Drain::new();
+        let keys = [a.clone(), b.clone()];
+        // Neither ready: one limit for both, not one each.
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::from_secs(2), &drain).await,
+            Hold::Expired
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // `a` ready, `b` not: still held, released when `b` is.
+        publish(&tx, &a);
+        let held = tokio::spawn({
+            let (rx, keys, drain) = (rx.clone(), keys.clone(), drain.clone());
+            async move { hold_all(&rx, &keys, Duration::from_secs(60), &drain).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished());
+        let mut map = EndpointMap::default();
+        for key in [&a, &b] {
+            map.insert(
+                key.clone(),
+                Arc::from(vec![SocketAddr::from(([127, 0, 0, 1], 1))]),
+            );
+        }
+        tx.send_replace(Arc::new(map));
+        assert_eq!(held.await.unwrap(), Hold::Ready);
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::from_secs(5), &drain).await,
+            Hold::NotNeeded
+        );
+        assert_eq!(
+            hold_all(&rx, &keys, Duration::ZERO, &drain).await,
+            Hold::NotNeeded
+        );
     }
 }

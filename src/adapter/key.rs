@@ -1,5 +1,5 @@
 //! Revision key derivation from what each API carries: Mixer instances, metric dimensions,
-//! ext_authz headers and hosts.
+//! ext_authz headers, hosts and paths (through the KIngress route table).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -7,6 +7,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::{
     config::{Config, SharedConfig},
+    discovery::kingress::{Match, RouteTable},
     proto::istio::policy::v1beta1::{Value, value},
     revision::{self, RevisionKey, is_dns_label},
 };
@@ -23,6 +24,23 @@ pub(crate) fn from_mixer(namespace: &str, service: &str) -> Option<RevisionKey> 
     let namespace = namespace.trim();
     let name = revision_of_service(service)?;
     is_dns_label(namespace).then(|| RevisionKey::new(namespace, name))
+}
+
+/// From a Mixer CHECK's `action`: when `service` is a Route host of the KIngress table, every
+/// revision its matching path (`path`, no headers: Mixer's action carries none) splits to;
+/// otherwise [`from_mixer`].
+pub(crate) fn from_mixer_action(
+    namespace: &str,
+    service: &str,
+    path: &str,
+    routes: &RouteTable,
+) -> Option<Found> {
+    match routes.lookup(service, path, |_| None) {
+        Match::Revisions(keys) => Some(Found::Route(keys)),
+        // A Route's host: its first label names the Route, not a revision.
+        Match::NoPath => None,
+        Match::UnknownHost => from_mixer(namespace, service).map(Found::One),
+    }
 }
 
 /// From a metric instance's dimensions: `revision` (the name as is) or `service` (as in
@@ -49,21 +67,74 @@ pub(crate) fn from_headers(namespace: &str, revision: &str) -> Option<RevisionKe
         .then(|| RevisionKey::new(namespace, revision))
 }
 
-/// From a Host (`[:port]` allowed): a configured `revisions[].hosts` entry, else
-/// `<rev>.<ns>.svc` or `<rev>.<ns>.svc.<cluster_domain>`.
-pub(crate) fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Option<RevisionKey> {
+/// The revisions a call is for: one it names, or every revision a Route can send it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    One(RevisionKey),
+    Route(Arc<[RevisionKey]>),
+}
+
+impl Found {
+    pub(crate) fn keys(&self) -> &[RevisionKey] {
+        match self {
+            Found::One(key) => std::slice::from_ref(key),
+            Found::Route(keys) => keys,
+        }
+    }
+}
+
+/// Why a call's host gave no revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// No host at all.
+    NoHost,
+    /// `Knative-Serving-Revision` / `-Namespace` present but not DNS labels.
+    BadHeaders,
+    /// Neither `revisions[].hosts`, a KIngress rule nor a `.svc` form names the host.
+    UnknownHost,
+    /// A KIngress host, but none of its paths matches the request's path and headers.
+    NoPath,
+}
+
+/// From a Host (`[:port]` allowed), path and headers: a configured `revisions[].hosts`
+/// entry (the operator's word wins), else the KIngress route table (every revision the
+/// matching path splits to with a percent above 0), else `<rev>.<ns>.svc` or
+/// `<rev>.<ns>.svc.<cluster_domain>`. `header` takes a lower-case name.
+pub(crate) fn from_request<'h>(
+    host: &str,
+    path: &str,
+    header: impl Fn(&str) -> Option<&'h str>,
+    cfg: &SharedConfig,
+    index: &HostIndex,
+    routes: &RouteTable,
+) -> Result<Found, Miss> {
     let host = revision::strip_port(host.trim())
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    if let Some(key) = index.get(cfg, &host) {
-        return Some(key);
+    if host.is_empty() {
+        return Err(Miss::NoHost);
     }
+    if let Some(key) = index.get(cfg, &host) {
+        return Ok(Found::One(key));
+    }
+    match routes.lookup(&host, path, header) {
+        Match::Revisions(keys) => return Ok(Found::Route(keys)),
+        Match::NoPath => return Err(Miss::NoPath),
+        Match::UnknownHost => {}
+    }
+    from_svc_host(&host, cfg)
+        .map(Found::One)
+        .ok_or(Miss::UnknownHost)
+}
+
+/// `<rev>.<ns>.svc[.<cluster_domain>]`, from a lower-case host without port.
+fn from_svc_host(host: &str, cfg: &Config) -> Option<RevisionKey> {
     // Only the `.svc` forms: every external host passes the gateway, and reading `<a>.<b>`
     // as `<rev>.<ns>` would poke for most of them.
     if host.split('.').nth(2) != Some("svc") {
         return None;
     }
-    let (ns, rev) = revision::from_service_host(&host, &cfg.cluster_domain)?;
+    let (ns, rev) = revision::from_service_host(host, &cfg.cluster_domain)?;
     (is_dns_label(rev) && is_dns_label(ns)).then(|| RevisionKey::new(ns, rev))
 }
 

@@ -26,8 +26,9 @@ impl Mixer {
 
 #[tonic::async_trait]
 impl HandleAuthorizationService for Mixer {
-    /// Pokes `action.namespace` / first label of `action.service`, optionally holds until the
-    /// revision is ready, and always allows: a poke that fails must never deny traffic.
+    /// Pokes `action.namespace` / first label of `action.service` (or, when the service is a
+    /// KIngress Route host, the revisions its path splits to), optionally holds until they
+    /// are ready, and always allows: a poke that fails must never deny traffic.
     async fn handle_authorization(
         &self,
         request: Request<HandleAuthorizationRequest>,
@@ -37,13 +38,17 @@ impl HandleAuthorizationService for Mixer {
         let req = request.into_inner();
         let cfg = self.shared.config();
         let action = req.instance.as_ref().and_then(|i| i.action.as_ref());
-        let key = action.and_then(|a| key::from_mixer(&a.namespace, &a.service));
-        match (key, action) {
-            (Some(key), _) => {
-                self.shared
-                    .poke(API, req.adapter_config.as_ref(), &key, &cfg)
-                    .map_err(|e| e.into_status(API))?;
-                self.shared.hold(API, &key, &cfg).await;
+        let routes = self.shared.routes();
+        let found =
+            action.and_then(|a| key::from_mixer_action(&a.namespace, &a.service, &a.path, &routes));
+        match (found, action) {
+            (Some(found), _) => {
+                for key in found.keys() {
+                    self.shared
+                        .poke(API, req.adapter_config.as_ref(), key, &cfg)
+                        .map_err(|e| e.into_status(API))?;
+                }
+                self.shared.hold(API, found.keys(), &cfg).await;
             }
             (None, action) => {
                 self.shared

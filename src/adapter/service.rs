@@ -7,13 +7,14 @@ use tracing::debug;
 
 use super::{
     error::{Api, CallError},
-    hold::{Hold, hold},
-    key::HostIndex,
+    hold::{Hold, hold_all},
+    key::{HostIndex, Miss},
     params::Targets,
     poke::Pokes,
 };
 use crate::{
-    config::SharedConfig, drain::Drain, endpoints::Endpoints, metrics, revision::RevisionKey,
+    config::SharedConfig, discovery::kingress::Routes, drain::Drain, endpoints::Endpoints, metrics,
+    revision::RevisionKey,
 };
 
 /// Shared state of the adapter's services. Cheap to clone.
@@ -28,6 +29,8 @@ struct Inner {
     targets: Targets,
     pokes: Pokes,
     hosts: HostIndex,
+    /// The KIngress route table (empty without `discovery: kubernetes`).
+    routes: watch::Receiver<Routes>,
 }
 
 impl Shared {
@@ -36,6 +39,7 @@ impl Shared {
         healthy: watch::Receiver<Endpoints>,
         drain: Drain,
         targets: Targets,
+        routes: watch::Receiver<Routes>,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -44,6 +48,7 @@ impl Shared {
             targets,
             pokes: Pokes::default(),
             hosts: HostIndex::default(),
+            routes,
         }))
     }
 
@@ -54,6 +59,11 @@ impl Shared {
 
     pub(crate) fn hosts(&self) -> &HostIndex {
         &self.0.hosts
+    }
+
+    /// The route table in force now (a snapshot: never held across an `.await`).
+    pub(crate) fn routes(&self) -> Routes {
+        self.0.routes.borrow().clone()
     }
 
     /// Counts the call.
@@ -94,13 +104,21 @@ impl Shared {
         );
     }
 
-    /// Holds a CHECK per `hold_until_ready`.
-    pub(crate) async fn hold(&self, api: Api, key: &RevisionKey, cfg: &SharedConfig) {
+    /// Counts a call whose host names no revision (see [`Miss`]); it is still allowed.
+    pub(crate) fn missed(&self, api: Api, miss: Miss, host: &str) {
+        if miss == Miss::UnknownHost {
+            ::metrics::counter!(metrics::ADAPTER_UNKNOWN_HOSTS, "api" => api.as_str()).increment(1);
+        }
+        self.no_revision(api, host);
+    }
+
+    /// Holds a CHECK per `hold_until_ready`, until every one of `keys` has a ready pod.
+    pub(crate) async fn hold(&self, api: Api, keys: &[RevisionKey], cfg: &SharedConfig) {
         let limit = cfg.adapter.hold_until_ready;
-        let outcome = hold(&self.0.healthy, key, limit, &self.0.drain).await;
+        let outcome = hold_all(&self.0.healthy, keys, limit, &self.0.drain).await;
         if outcome == Hold::Expired {
             ::metrics::counter!(metrics::ADAPTER_HOLD_EXPIRED, "api" => api.as_str()).increment(1);
-            debug!(revision = %key, ?limit, "No ready pod within hold_until_ready; allowing");
+            debug!(revisions = ?keys, ?limit, "No ready pod within hold_until_ready; allowing");
         }
     }
 }

@@ -12,6 +12,9 @@
 //! - core/v1 private Services → their cluster IPs, dialled instead of the pods with
 //!   `kubernetes.mesh: enabled` (Knative's cluster-IP mode).
 //!
+//! In adapter mode a fourth watch reads Knative's networking Ingresses (KIngress, see
+//! [`super::kingress`]) into the route table the adapter's ext_authz and Mixer CHECK read.
+//!
 //! One task owns every table here and publishes snapshots; the data path never calls the API.
 //! Until every watch has listed once, `/readyz` fails; afterwards an unreachable or refusing
 //! API server keeps the last known state in force (and is counted).
@@ -24,7 +27,7 @@ use std::{
     sync::Arc,
 };
 
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, Stream, StreamExt as _, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints as KubeEndpoints, Service};
 use kube::{
     Api, Client,
@@ -34,8 +37,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
+pub(super) use self::objects::key_of;
 use self::objects::{Addresses, ClusterIp, KnativeRevision, ServiceType};
-use super::Discovered;
+use super::{
+    Discovered,
+    kingress::{Ingresses, KIngress, Routes},
+};
 use crate::{
     admin::SyncGate,
     config::{Config, MeshMode, Protocol, SharedConfig},
@@ -51,22 +58,30 @@ const BATCH: usize = 4096;
 
 /// Starts the watches; the tables are published on the returned receivers until `shutdown`.
 ///
-/// `pod_ip` is this activator's address (`POD_IP`), for subsetting; `synced` is released once
-/// every watch has listed.
+/// `pod_ip` is this activator's address (`POD_IP`), for subsetting; `ingresses` adds the
+/// KIngress watch (adapter mode: the activator's ClusterRole does not grant it); `synced` is
+/// released once every watch has listed.
 pub fn spawn(
     config: watch::Receiver<SharedConfig>,
     client: Client,
     pod_ip: Option<IpAddr>,
+    ingresses: bool,
     synced: SyncGate,
     shutdown: CancellationToken,
 ) -> Discovered {
     let cfg = config.borrow().clone();
     let (revisions_tx, revisions) = watch::channel(Arc::new(revisions::from_config(&cfg)));
     let (endpoints_tx, endpoints) = watch::channel(Endpoints::default());
+    let (routes_tx, routes) = watch::channel(Routes::default());
     let namespace = cfg.kubernetes.namespace.clone();
     metrics::set_kubernetes_synced(false);
-    for resource in ["revisions", "endpoints", "services"] {
-        ::metrics::counter!(metrics::KUBERNETES_WATCH_ERRORS, "resource" => resource).absolute(0);
+    let resources: &[&'static str] = if ingresses {
+        &["revisions", "endpoints", "services", "ingresses"]
+    } else {
+        &["revisions", "endpoints", "services"]
+    };
+    for resource in resources {
+        ::metrics::counter!(metrics::KUBERNETES_WATCH_ERRORS, "resource" => *resource).absolute(0);
     }
     let source = Source {
         state: State {
@@ -75,10 +90,12 @@ pub fn spawn(
         },
         revisions_tx,
         endpoints_tx,
+        ingresses: ingresses.then(|| (Ingresses::default(), routes_tx)),
     };
     info!(
         namespace = namespace.as_deref().unwrap_or("(all)"),
         pod_ip = ?pod_ip,
+        ingresses,
         "Watching Knative Revisions and Endpoints"
     );
     tokio::spawn(
@@ -89,6 +106,7 @@ pub fn spawn(
     Discovered {
         revisions,
         endpoints,
+        routes,
     }
 }
 
@@ -97,6 +115,8 @@ struct Source {
     state: State,
     revisions_tx: watch::Sender<Revisions>,
     endpoints_tx: watch::Sender<Endpoints>,
+    /// The KIngress objects and the route table's sender, when watched.
+    ingresses: Option<(Ingresses, watch::Sender<Routes>)>,
 }
 
 impl Source {
@@ -108,19 +128,25 @@ impl Source {
         synced: SyncGate,
         shutdown: CancellationToken,
     ) {
-        let (revs_api, eps_api, svc_api): (Api<KnativeRevision>, Api<KubeEndpoints>, Api<Service>) =
-            match &namespace {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client, ns),
-                ),
-                None => (
-                    Api::all(client.clone()),
-                    Api::all(client.clone()),
-                    Api::all(client),
-                ),
-            };
+        let (revs_api, eps_api, svc_api, ing_api): (
+            Api<KnativeRevision>,
+            Api<KubeEndpoints>,
+            Api<Service>,
+            Api<KIngress>,
+        ) = match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
         let mut revs = watcher(revs_api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -137,6 +163,13 @@ impl Source {
         )
         .default_backoff()
         .boxed();
+        let mut ings: BoxStream<'static, _> = if self.ingresses.is_some() {
+            watcher(ing_api, watcher::Config::default())
+                .default_backoff()
+                .boxed()
+        } else {
+            futures_util::stream::pending().boxed()
+        };
         let mut cfg = config.borrow_and_update().clone();
         let mut synced = Some(synced);
         loop {
@@ -152,26 +185,14 @@ impl Source {
                 Some(event) = revs.next() => self.state.on_revision(event),
                 Some(event) = eps.next() => self.state.on_endpoints(event),
                 Some(event) = svcs.next() => self.state.on_service(event),
+                Some(event) = ings.next() => self.on_ingress(event),
             }
-            for _ in 0..BATCH {
-                match revs.next().now_or_never() {
-                    Some(Some(event)) => self.state.on_revision(event),
-                    _ => break,
-                }
-            }
-            for _ in 0..BATCH {
-                match eps.next().now_or_never() {
-                    Some(Some(event)) => self.state.on_endpoints(event),
-                    _ => break,
-                }
-            }
-            for _ in 0..BATCH {
-                match svcs.next().now_or_never() {
-                    Some(Some(event)) => self.state.on_service(event),
-                    _ => break,
-                }
-            }
-            if !self.state.listed() {
+            take_ready(&mut revs, |e| self.state.on_revision(e));
+            take_ready(&mut eps, |e| self.state.on_endpoints(e));
+            take_ready(&mut svcs, |e| self.state.on_service(e));
+            take_ready(&mut ings, |e| self.on_ingress(e));
+            let ingresses_listed = self.ingresses.as_ref().is_none_or(|(i, _)| i.listed());
+            if !self.state.listed() || !ingresses_listed {
                 continue;
             }
             self.publish(&cfg);
@@ -186,8 +207,19 @@ impl Source {
         }
     }
 
-    /// Recomputes what changed and publishes both tables, each only if it changed.
+    fn on_ingress(&mut self, event: Result<watcher::Event<KIngress>, watcher::Error>) {
+        if let Some((ingresses, _)) = &mut self.ingresses {
+            ingresses.on_event(event);
+        }
+    }
+
+    /// Recomputes what changed and publishes every table, each only if it changed.
     fn publish(&mut self, cfg: &Config) {
+        if let Some((ingresses, tx)) = &mut self.ingresses
+            && let Some(table) = ingresses.rebuild()
+        {
+            tx.send_replace(table);
+        }
         let (revs_changed, eps_changed) = self.state.recompute(cfg);
         // `recompute` compared per revision already: no whole-table comparison here.
         if revs_changed {
@@ -477,11 +509,21 @@ impl State {
     }
 }
 
-/// Replaces `current` with a completed relist, marking every revision either side knows dirty.
-fn swap_in<V>(
-    current: &mut HashMap<RevisionKey, V>,
-    relisted: HashMap<RevisionKey, V>,
-    dirty: &mut HashSet<RevisionKey>,
+/// Applies the events a watch has ready now, up to [`BATCH`], without waiting.
+fn take_ready<S: Stream + Unpin>(stream: &mut S, mut apply: impl FnMut(S::Item)) {
+    for _ in 0..BATCH {
+        match stream.next().now_or_never() {
+            Some(Some(event)) => apply(event),
+            _ => break,
+        }
+    }
+}
+
+/// Replaces `current` with a completed relist, marking every key either side knows dirty.
+pub(super) fn swap_in<K: Eq + std::hash::Hash + Clone, V>(
+    current: &mut HashMap<K, V>,
+    relisted: HashMap<K, V>,
+    dirty: &mut HashSet<K>,
 ) {
     let old = std::mem::replace(current, relisted);
     dirty.extend(old.into_keys());
@@ -498,7 +540,7 @@ fn port_name(cfg: &Config, protocol: Protocol, public: bool) -> &str {
     }
 }
 
-fn watch_failed(resource: &'static str, error: &watcher::Error) {
+pub(super) fn watch_failed(resource: &'static str, error: &watcher::Error) {
     metrics::count_kubernetes_error(resource);
     warn!(%error, resource, "Kubernetes watch failed; retrying with backoff (last known state stays in force)");
 }

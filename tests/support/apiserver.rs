@@ -1,4 +1,4 @@
-//! A fake Kubernetes API server on 127.0.0.1:0: paged lists, watches and GETs of Knative Revisions, core Endpoints, ConfigMaps and EndpointSlices.
+//! A fake Kubernetes API server on 127.0.0.1:0: paged lists, watches and GETs of Knative Revisions and Ingresses (KIngress), core Endpoints, ConfigMaps and EndpointSlices.
 //!
 //! Requests look like kube-runtime's list-then-watch. `GET <collection>?labelSelector=..&limit=500`
 //! answers one page with the list's `resourceVersion` and a `continue` token when more items
@@ -65,6 +65,12 @@ const RESOURCES: &[Resource] = &[
         api_version: "discovery.k8s.io/v1",
         plural: "endpointslices",
         kind: "EndpointSlice",
+    },
+    // Knative's networking Ingress (KIngress), watched by the adapter.
+    Resource {
+        api_version: "networking.internal.knative.dev/v1alpha1",
+        plural: "ingresses",
+        kind: "Ingress",
     },
 ];
 
@@ -1151,5 +1157,68 @@ pub fn slice(
         "addressType": "IPv4",
         "ports": ports,
         "endpoints": endpoints,
+    })
+}
+
+/// One `http.paths[]` entry of a KIngress: an optional path regex, exact header matches, and
+/// `(revision, percent)` splits in `namespace`.
+pub struct KPath<'a> {
+    pub path: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub splits: &'a [(&'a str, i64)],
+}
+
+/// A `networking.internal.knative.dev/v1alpha1` Ingress as Knative's route reconciler writes
+/// it: one rule per `(hosts, visibility, paths)`, each split naming its revision's public
+/// Service and appending the `Knative-Serving-Revision`/`-Namespace` headers.
+pub fn kingress(namespace: &str, name: &str, rules: &[(&[&str], &str, &[KPath<'_>])]) -> Value {
+    let rules: Vec<Value> = rules
+        .iter()
+        .map(|(hosts, visibility, paths)| {
+            let paths: Vec<Value> = paths
+                .iter()
+                .map(|p| {
+                    let splits: Vec<Value> = p
+                        .splits
+                        .iter()
+                        .map(|(rev, percent)| {
+                            json!({
+                                "serviceNamespace": namespace,
+                                "serviceName": rev,
+                                "servicePort": 80,
+                                "percent": percent,
+                                "appendHeaders": {
+                                    "Knative-Serving-Revision": rev,
+                                    "Knative-Serving-Namespace": namespace,
+                                },
+                            })
+                        })
+                        .collect();
+                    let headers: serde_json::Map<String, Value> = p
+                        .headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), json!({"exact": v})))
+                        .collect();
+                    let mut path = json!({"splits": splits, "headers": headers});
+                    if let Some(re) = p.path {
+                        path["path"] = json!(re);
+                    }
+                    path
+                })
+                .collect();
+            json!({"hosts": hosts, "visibility": visibility, "http": {"paths": paths}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "networking.internal.knative.dev/v1alpha1",
+        "kind": "Ingress",
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "labels": {"serving.knative.dev/route": name},
+            "annotations": {"networking.knative.dev/ingress.class": "istio.ingress.networking.knative.dev"},
+        },
+        "spec": {"rules": rules, "httpOption": "Enabled"},
+        "status": {"observedGeneration": 1},
     })
 }

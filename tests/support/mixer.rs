@@ -174,11 +174,16 @@ pub fn metric_request(instances: &[&[(&str, &str)]]) -> Vec<u8> {
 
 /// `envoy.service.auth.v3.CheckRequest` with `attributes.request.http.{headers, host}`.
 pub fn ext_authz_request(host: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    ext_authz_request_to(host, "/", headers)
+}
+
+/// [`ext_authz_request`] for `path` (the request target: path and query).
+pub fn ext_authz_request_to(host: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut http = len_field(2, b"GET");
     for (k, v) in headers {
         http.extend(map_entry(3, k, v.as_bytes()));
     }
-    http.extend(len_field(4, b"/"));
+    http.extend(len_field(4, path.as_bytes()));
     http.extend(len_field(5, host.as_bytes()));
     let request = len_field(2, &http);
     len_field(1, &len_field(4, &request))

@@ -3,6 +3,14 @@ use std::{collections::HashMap, sync::Arc};
 use super::*;
 use crate::proto::istio::policy::v1beta1::DnsName;
 
+/// A host alone (no path, no headers, no KIngress table), as far as one revision goes.
+fn from_host(host: &str, cfg: &SharedConfig, index: &HostIndex) -> Option<RevisionKey> {
+    match from_request(host, "/", |_| None, cfg, index, &RouteTable::default()) {
+        Ok(Found::One(key)) => Some(key),
+        _ => None,
+    }
+}
+
 fn key(ns: &str, name: &str) -> Option<RevisionKey> {
     Some(RevisionKey::new(ns, name))
 }
@@ -126,4 +134,46 @@ fn header_values_must_be_labels() {
     assert_eq!(from_headers(" default ", "hello "), key("default", "hello"));
     assert_eq!(from_headers("", "hello"), None);
     assert_eq!(from_headers("default", "a/b"), None);
+}
+
+#[test]
+fn configured_hosts_then_kingress_then_svc_forms() {
+    let cfg: SharedConfig = Arc::new(
+        Config::parse(
+            "revisions:\n  - name: pinned\n    namespace: web\n    hosts: [hello.default.example.com]\n",
+        )
+        .unwrap(),
+    );
+    let split = |rev: &str| serde_json::json!({"serviceNamespace": "default", "serviceName": rev, "percent": 50});
+    let rules = crate::discovery::kingress::rules_of(
+        &RevisionKey::new("default", "hello"),
+        &serde_json::json!({"rules": [{
+            "hosts": ["hello.default.example.com", "hello.default.svc.cluster.local", "other.example.com"],
+            "http": {"paths": [{"path": "/api/.*", "splits": [split("a"), split("b")]}]},
+        }]}),
+    );
+    let routes = RouteTable::build(rules.iter());
+    let index = HostIndex::default();
+    let get = |host: &str, path: &str| from_request(host, path, |_| None, &cfg, &index, &routes);
+    // The operator's hand map wins over the Route.
+    assert_eq!(
+        get("hello.default.example.com", "/api/x"),
+        Ok(Found::One(RevisionKey::new("web", "pinned")))
+    );
+    // A Route's cluster-local host is the Route's, not `<rev>.<ns>.svc`.
+    let both: Arc<[RevisionKey]> = Arc::from([
+        RevisionKey::new("default", "a"),
+        RevisionKey::new("default", "b"),
+    ]);
+    assert_eq!(
+        get("hello.default.svc.cluster.local", "/api/x"),
+        Ok(Found::Route(both))
+    );
+    assert_eq!(get("other.example.com", "/"), Err(Miss::NoPath));
+    assert_eq!(
+        get("rev-1.ns.svc.cluster.local", "/"),
+        Ok(Found::One(RevisionKey::new("ns", "rev-1")))
+    );
+    assert_eq!(get("nobody.example.com", "/"), Err(Miss::UnknownHost));
+    assert_eq!(get(" ", "/"), Err(Miss::NoHost));
 }
