@@ -90,8 +90,8 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     // The writer truncates the file in place and pauses: the watcher sees a 0-byte file for
     // longer than the debounce. The binary rejects it, counted once.
     std::fs::File::create(&path).unwrap();
-    until("the empty file to be rejected", || async {
-        reloads(admin, "rejected").await >= 1.0
+    until("the empty file to be decided on", || async {
+        reloads(admin, "rejected").await + reloads(admin, "applied").await >= 1.0
     })
     .await;
     // Hold it empty a while longer, with requests still going through.
@@ -101,6 +101,12 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     })
     .await;
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still empty");
+    let while_empty = statuses.lock().unwrap().clone();
+    assert_eq!(
+        while_empty.keys().copied().collect::<Vec<_>>(),
+        [Some(200)],
+        "every request answered 200 while the file was empty: {while_empty:?}"
+    );
     assert_eq!(
         reloads(admin, "rejected").await,
         1.0,
