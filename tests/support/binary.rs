@@ -96,6 +96,17 @@ pub fn start_activator_env(
     nofile: Option<u32>,
     env: &[(&str, &str)],
 ) -> Running {
+    start_mode("activator", dir, yaml, nofile, env)
+}
+
+/// [`start_activator_env`] in `mode` (`activator`, `adapter` or `autoscaler`).
+pub fn start_mode(
+    mode: &str,
+    dir: &Path,
+    yaml: &str,
+    nofile: Option<u32>,
+    env: &[(&str, &str)],
+) -> Running {
     let ports = Ports::free();
     let path = dir.join("kactivator.yaml");
     std::fs::write(&path, format!("{}{yaml}", ports.yaml())).unwrap();
@@ -110,7 +121,7 @@ pub fn start_activator_env(
         }
         None => Command::new(bin),
     };
-    cmd.args(["--mode", "activator", "--config"])
+    cmd.args(["--mode", mode, "--config"])
         .arg(&path)
         .stdout(Stdio::null());
     if env.is_empty() {
