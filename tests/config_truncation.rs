@@ -5,13 +5,9 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use support::{
     app::metric_value,
     binary::{start_activator, try_exchange, try_get},
@@ -77,15 +73,11 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
         async move {
             while !stop.is_cancelled() {
                 let status = try_exchange(http, &get("hello.example.com"), LIMIT).await;
-                *statuses
-                    .lock()
-                    .unwrap()
-                    .entry(status.map(|r| r.0))
-                    .or_default() += 1;
+                *statuses.lock().entry(status.map(|r| r.0)).or_default() += 1;
             }
         }
     });
-    let served = || statuses.lock().unwrap().values().sum::<usize>();
+    let served = || statuses.lock().values().sum::<usize>();
 
     // The writer truncates the file in place and pauses: the watcher sees a 0-byte file for
     // longer than the debounce. The binary rejects it, counted once.
@@ -101,7 +93,7 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     })
     .await;
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "still empty");
-    let while_empty = statuses.lock().unwrap().clone();
+    let while_empty = statuses.lock().clone();
     assert_eq!(
         while_empty.keys().copied().collect::<Vec<_>>(),
         [Some(200)],
@@ -140,7 +132,7 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     stop.cancel();
     client.await.unwrap();
 
-    let statuses = statuses.lock().unwrap().clone();
+    let statuses = statuses.lock().clone();
     assert_eq!(
         statuses.keys().copied().collect::<Vec<_>>(),
         [Some(200)],
