@@ -32,10 +32,7 @@ pub fn spawn(
     let (tx, rx) = watch::channel(Arc::new(initial));
     let Some(path) = path else {
         // Nothing to watch; keep the sender alive so receivers never see a closed channel.
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            drop(tx);
-        });
+        tokio::spawn(hold(tx, shutdown).instrument(tracing::info_span!("config_reload")));
         return rx;
     };
     // Read before the watch starts: an edit made before the task first runs must still count
@@ -72,13 +69,17 @@ pub fn spawn(
         }
         Err(error) => {
             warn!(%error, path = %path.display(), "Cannot watch the config file; hot reload is off");
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                drop(tx);
-            });
+            tokio::spawn(hold(tx, shutdown).instrument(tracing::info_span!("config_reload")));
         }
     }
     rx
+}
+
+/// Keeps the sender alive until shutdown when nothing is watched, so that receivers never see
+/// a closed channel.
+async fn hold(tx: watch::Sender<SharedConfig>, shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    drop(tx);
 }
 
 /// The reload loop's state: the only writer of the config in force.
