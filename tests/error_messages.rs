@@ -2,6 +2,7 @@
 //! also return that cause from `source()`, or a chain printer (`{:#}`, as `main` uses) prints it
 //! twice (`cannot bind …: Address already in use (os error 98): Address already in use …`).
 //! Checked over the source of every `thiserror` variant in `src/`.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
