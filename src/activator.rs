@@ -23,6 +23,7 @@ mod stats;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 
@@ -32,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use tokio::sync::watch;
 
 use crate::{
-    app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain,
+    autoscaler::ConcurrencyReporter, backends::Backends, context::Context, drain::Drain,
     revisions::Revisions,
 };
 
