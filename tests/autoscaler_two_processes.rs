@@ -6,8 +6,10 @@ mod support;
 
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
-use support::binary::{start_mode, try_exchange};
-use tokio::time::Instant;
+use support::{
+    binary::{start_mode, try_exchange},
+    wait::until_some,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kactivator");
 
@@ -87,18 +89,13 @@ async fn an_activator_with_a_separate_autoscaler_serves_a_request() {
     let mut activator = start_mode("activator", b_dir.path(), &activator_yaml, None, &[]);
 
     let get = "GET / HTTP/1.1\r\nHost: hello.example.com\r\nConnection: close\r\n\r\n";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let answer = loop {
+    let answer = until_some("an answer from the activator", async || {
+        assert!(!activator.has_exited(), "the activator exited");
         // A refused connection is the activator still starting; a request once it listens
         // waits for the cold start (the autoscaler starts the pod, the feed brings it).
-        if let Some(answer) = try_exchange(activator.ports.http, get, Duration::from_secs(20)).await
-        {
-            break answer;
-        }
-        assert!(!activator.has_exited(), "the activator exited");
-        assert!(Instant::now() < deadline, "no answer from the activator");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        try_exchange(activator.ports.http, get, Duration::from_secs(15)).await
+    })
+    .await;
     assert_eq!(answer, (200, "Hello from hello!\n".into()));
 
     // SIGTERM, not the drop's SIGKILL: the autoscaler stops its pod before it exits.

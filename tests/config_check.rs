@@ -9,7 +9,6 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
     process::{Command, Output, Stdio},
-    time::Duration,
 };
 
 use support::binary::Ports;
@@ -296,18 +295,11 @@ async fn start_up_logs_are_plain_text_with_addresses() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
+    let text = support::wait::until_some("the adapter's start-up line", async || {
         let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("Adapter serving gRPC") {
-            break text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no start-up line:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        text.contains("Adapter serving gRPC").then_some(text)
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use support::{
     app::metric_value,
     binary::{start_activator, try_exchange, try_get},
+    wait::until,
 };
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(5);
@@ -33,15 +33,6 @@ async fn reloads(admin: SocketAddr, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Polls `cond` every 20 ms for up to 20 s.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     let pod = support::backend::http1_echo().await;
@@ -57,7 +48,7 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     let (http, admin) = (bin.ports.http, bin.ports.admin);
     let path = dir.path().join("kactivator.yaml");
     let listen = bin.ports.yaml();
-    until("the revision to answer", || async {
+    until("the revision to answer", async || {
         try_exchange(http, &get("hello.example.com"), LIMIT)
             .await
             .map(|r| r.0)
@@ -82,13 +73,13 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
     // The writer truncates the file in place and pauses: the watcher sees a 0-byte file for
     // longer than the debounce. The binary rejects it, counted once.
     std::fs::File::create(&path).unwrap();
-    until("the empty file to be decided on", || async {
+    until("the empty file to be decided on", async || {
         reloads(admin, "rejected").await + reloads(admin, "applied").await >= 1.0
     })
     .await;
     // Hold it empty a while longer, with requests still going through.
     let before = served();
-    until("more requests while the file is empty", || async {
+    until("more requests while the file is empty", async || {
         served() >= before + 200
     })
     .await;
@@ -118,11 +109,11 @@ async fn an_emptied_config_file_is_never_applied_while_requests_flow() {
         ),
     )
     .unwrap();
-    until("the valid file to apply", || async {
+    until("the valid file to apply", async || {
         reloads(admin, "applied").await >= 1.0
     })
     .await;
-    until("the new revision to answer", || async {
+    until("the new revision to answer", async || {
         try_exchange(http, &get("world.example.com"), LIMIT)
             .await
             .map(|r| r.0)
