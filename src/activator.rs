@@ -46,11 +46,12 @@ use self::{
 /// Errors of the activator mode.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot bind {addr}: {source}")]
+    // The cause is part of the message, not a `source()`: a chain printer would repeat it.
+    #[error("cannot bind {key} {addr}: {error}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -112,13 +113,13 @@ impl Activator {
         backends: Backends,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
-        let bind = |addr: SocketAddr| async move {
+        let bind = |key, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| Error::Bind { addr, source })
+                .map_err(|error| Error::Bind { key, addr, error })
         };
-        let http = bind(cfg.listen.http).await?;
-        let h2c = bind(cfg.listen.h2c).await?;
+        let http = bind("listen.http", cfg.listen.http).await?;
+        let h2c = bind("listen.h2c", cfg.listen.h2c).await?;
         let throttler = Throttler::spawn(ctx.config.clone(), revisions, backends.pods());
         let tunnels = TaskTracker::new();
         let max_connections = max_connections(cfg.activator.max_connections);

@@ -243,7 +243,10 @@ async fn attempts(
             // did. A pod that joined since and does not is passed over like a failed connect.
             let source = io::Error::new(io::ErrorKind::Unsupported, "pod does not speak HTTP/1.1");
             if h.retry(rev, &mut attempts, addr, Failure::Connect, true, &source) == Retry::Fail {
-                return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+                return Err(Failed::Error(Error::UpstreamIo {
+                    addr,
+                    error: source,
+                }));
             }
             continue;
         }
@@ -263,7 +266,10 @@ async fn attempts(
                     };
                     let source = e.into_io();
                     if h.retry(rev, &mut attempts, addr, failure, true, &source) == Retry::Fail {
-                        return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+                        return Err(Failed::Error(Error::UpstreamIo {
+                            addr,
+                            error: source,
+                        }));
                     }
                     continue;
                 }
@@ -306,10 +312,7 @@ async fn attempts(
                     Failure::Other
                 };
                 if h.retry(rev, &mut attempts, addr, failure, whole, &error) == Retry::Fail {
-                    return Err(Failed::Error(Error::UpstreamIo {
-                        addr,
-                        source: error,
-                    }));
+                    return Err(Failed::Error(Error::UpstreamIo { addr, error }));
                 }
             }
         }
@@ -597,7 +600,7 @@ async fn relay_response(
                 // Nothing is sent yet: the client gets a 502 instead.
                 let e = Error::UpstreamIo {
                     addr: in_flight.tracker().addr,
-                    source: io::Error::new(io::ErrorKind::InvalidData, error),
+                    error: io::Error::new(io::ErrorKind::InvalidData, error),
                 };
                 done.fail(&e);
                 let _ = client.stream.write_all(&head::local(&e, true)).await;

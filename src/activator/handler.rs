@@ -291,13 +291,24 @@ impl Inner {
             let sent_at = start.elapsed();
             active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
             let sent = if attempts.fresh() {
-                self.clients
-                    .send_fresh(addr, up)
-                    .await
-                    .map_err(|source| (Failure::Other, Error::UpstreamIo { addr, source }))
+                self.clients.send_fresh(addr, up).await.map_err(|source| {
+                    (
+                        Failure::Other,
+                        Error::UpstreamIo {
+                            addr,
+                            error: source,
+                        },
+                    )
+                })
             } else {
                 client.request(up).await.map_err(|source| {
-                    (Failure::classify(&source), Error::Upstream { addr, source })
+                    (
+                        Failure::classify(&source),
+                        Error::Upstream {
+                            addr,
+                            error: source,
+                        },
+                    )
                 })
             };
             match sent {
@@ -306,7 +317,7 @@ impl Inner {
                     // the client as if it were (the fast path refuses it the same way).
                     return Err(Error::UpstreamIo {
                         addr,
-                        source: std::io::Error::new(
+                        error: std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             "101 Switching Protocols to a request that asked for no upgrade",
                         ),
