@@ -7,6 +7,7 @@
 
 mod body;
 mod breaker;
+mod cold_starts;
 mod connection;
 pub mod error;
 pub(crate) mod h1;
@@ -20,11 +21,12 @@ mod retry;
 mod revision;
 mod server;
 mod stats;
+mod status;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -64,6 +66,7 @@ pub struct Activator {
     max_connections: usize,
     drain: Drain,
     tunnels: TaskTracker,
+    status: Arc<status::ActivatorSource>,
 }
 
 /// File descriptors kept for everything but client connections: listeners, the admin port's
@@ -119,6 +122,11 @@ impl Activator {
         let http = bind(cfg.listen.http).await?;
         let h2c = bind(cfg.listen.h2c).await?;
         let throttler = Throttler::spawn(ctx.config.clone(), revisions, backends.pods());
+        let status = Arc::new(status::ActivatorSource {
+            throttler: throttler.clone(),
+            discovered: backends.discovered(),
+            healthy: backends.pods(),
+        });
         let tunnels = TaskTracker::new();
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");
@@ -138,7 +146,13 @@ impl Activator {
             max_connections,
             drain: ctx.drain.clone(),
             tunnels,
+            status,
         })
+    }
+
+    /// The activator's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        self.status.clone()
     }
 
     /// (`listen.http`, `listen.h2c`) as bound.
@@ -161,6 +175,7 @@ impl Activator {
             max_connections,
             drain,
             tunnels,
+            status: _,
         } = self;
         tokio::join!(
             server::serve(

@@ -103,7 +103,12 @@ impl App {
             pod_name,
         };
 
-        let admin = Admin::bind(listen.admin, handle, readiness)
+        let mode_name = match mode {
+            Mode::Activator => "activator",
+            Mode::Adapter => "adapter",
+            Mode::Autoscaler => "autoscaler",
+        };
+        let mut admin = Admin::bind(listen.admin, handle, readiness, mode_name)
             .await
             .with_context(|| format!("cannot bind listen.admin {}", listen.admin))?;
         let mut addrs = Addrs {
@@ -141,6 +146,7 @@ impl App {
                     },
                     stats_exit.clone(),
                 );
+                admin.status().add(Arc::new(client.clone()));
                 let discovered = discover(&ctx, &config, local.as_ref(), exit.clone()).await?;
                 revisions = Some(discovered.revisions.clone());
                 let backends = Backends::spawn(
@@ -153,6 +159,7 @@ impl App {
                     let reporter = ConcurrencyReporter::spawn(client, stats_exit.clone());
                     let activator =
                         Activator::bind(&ctx, reporter, discovered.revisions, backends).await?;
+                    admin.status().add(activator.status_source());
                     let (http, h2c) = activator.local_addrs();
                     addrs.http = Some(http);
                     addrs.h2c = Some(h2c);
