@@ -10,7 +10,8 @@ use kactivator::cli::Mode;
 use serde_json::Value;
 use support::{
     app::{TestApp, admin_get, start},
-    binary::try_exchange,
+    binary::{start_activator, try_exchange, try_get},
+    cdp::{Browser, browser_program},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -116,4 +117,156 @@ async fn status_json_follows_a_cold_start_from_zero_to_one_pod() {
     assert!(ms >= 700.0 && ms < WAIT.as_secs_f64() * 1000.0, "{doc:#}");
     assert!(cold["seconds_ago"].as_f64().unwrap() >= 0.0);
     app.shutdown().await.unwrap();
+}
+
+/// Held long enough for the page (polling every second) to show the request queued.
+const POD_START_MS: u64 = 2_500;
+
+#[tokio::test]
+async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
+    let Some(program) = browser_program() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The real binary; a second revision kept warm (min_scale 1) so that the page has both.
+    let yaml = format!(
+        "{}  - name: catalog
+    namespace: shop
+    hosts: [catalog.example.com]
+    command: [\"{BIN}\"]
+    env: {{KACTIVATOR_DEMO_APP: \"1\", KACTIVATOR_TEST_MARKER: \"status-page-{}\"}}
+    min_scale: 1
+",
+        config("status-page", POD_START_MS),
+        std::process::id()
+    );
+    let mut binary = start_activator(dir.path(), &yaml, None);
+    let admin = binary.ports.admin;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while try_get(admin, "/status.json", Duration::from_secs(1))
+        .await
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "admin port never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let browser = Browser::launch(&program, 1000, 820);
+    let mut page = browser.page().await;
+    page.navigate(&format!("http://{admin}/")).await;
+    let card =
+        |rev: &str, sel: &str| format!("document.querySelector('[data-revision=\"{rev}\"] {sel}')");
+    let text_is = |rev: &str, sel: &str, want: &str| {
+        format!("({q} || {{}}).textContent === {want:?}", q = card(rev, sel))
+    };
+    page.wait_for(
+        "shop/hello at zero pods",
+        &format!(
+            "{} && {} !== null",
+            text_is("shop/hello", ".ready-pods b", "0"),
+            card("shop/hello", ".no-pods")
+        ),
+        WAIT,
+    )
+    .await;
+    page.wait_for(
+        "the warm revision with its pod and the link up",
+        &format!(
+            "{} && document.getElementById('link').textContent.includes('connected')",
+            text_is("shop/catalog", ".ready-pods b", "1")
+        ),
+        WAIT,
+    )
+    .await;
+
+    // The cold request: the page shows it held, then the pod and the cold start's duration.
+    let http = binary.ports.http;
+    let request = tokio::spawn(async move {
+        try_exchange(
+            http,
+            "GET / HTTP/1.1\r\nHost: hello.example.com\r\nConnection: close\r\n\r\n",
+            WAIT,
+        )
+        .await
+    });
+    page.wait_for(
+        "the request held",
+        &text_is("shop/hello", ".queued b", "1"),
+        WAIT,
+    )
+    .await;
+    if let Ok(path) = std::env::var("KACTIVATOR_STATUS_SCREENSHOT") {
+        std::fs::write(path, page.screenshot().await).unwrap();
+    }
+    page.wait_for(
+        "shop/hello at one pod with a cold start",
+        &format!(
+            "{} && {} && {} !== null",
+            text_is("shop/hello", ".ready-pods b", "1"),
+            text_is("shop/hello", ".cold-starts-total b", "1"),
+            card("shop/hello", ".pods")
+        ),
+        WAIT,
+    )
+    .await;
+    let held = page
+        .eval(&format!(
+            "{}.textContent",
+            card("shop/hello", ".cold-starts tbody td")
+        ))
+        .await;
+    let ms: f64 = held
+        .as_str()
+        .and_then(|t| t.strip_suffix(" ms"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("a cold-start duration, not {held}"));
+    assert!(ms >= POD_START_MS as f64, "held {ms} ms");
+    let (code, body) = request.await.unwrap().expect("the cold request's answer");
+    assert_eq!(code, 200, "{body}");
+    if let Ok(path) = std::env::var("KACTIVATOR_STATUS_SCREENSHOT_AFTER") {
+        std::fs::write(path, page.screenshot().await).unwrap();
+    }
+
+    // Strings from config or the API are text, never markup: render a document naming a
+    // revision with HTML in it, in the same synchronous turn as the checks (the next poll
+    // cannot run in between).
+    let injected = page
+        .eval(
+            r#"(() => {
+                const evil = '<img src=x onerror="window.__pwned=1"><b id=pwn>x</b>';
+                window.__pwned = 0;
+                render({ schema: 1, version: '0', mode: 'activator', uptime_seconds: 1,
+                  autoscaler_link: { url: 'ws://<i>u</i>', state: 'connected', for_seconds: 1 },
+                  activator: { revisions_total: 1, revisions_truncated: 0, revisions: [{
+                    namespace: 'ns', name: evil, container_concurrency: 0, capacity: null,
+                    in_flight: 0, queued: 0, ready_pods: 1, pods_truncated: 0,
+                    pods: [{ address: evil, state: 'healthy', protocols: [evil], in_use: true, in_flight: 0 }],
+                    cold_starts_total: 0, recent_cold_starts: [], pokes: 0 }] },
+                  adapter: null, autoscaler: null });
+                return {
+                  imgs: document.querySelectorAll('img').length,
+                  bold: document.getElementById('pwn') === null,
+                  italic: document.querySelectorAll('#link i').length,
+                  name: document.querySelector('.revision h3').textContent,
+                };
+            })()"#,
+        )
+        .await;
+    assert_eq!(injected["imgs"], 0, "{injected}");
+    assert_eq!(injected["bold"], true, "{injected}");
+    assert_eq!(injected["italic"], 0, "{injected}");
+    assert_eq!(
+        injected["name"],
+        "ns/<img src=x onerror=\"window.__pwned=1\"><b id=pwn>x</b>"
+    );
+    assert_eq!(page.eval("window.__pwned").await, 0);
+
+    drop(page);
+    drop(browser);
+    // SIGTERM: the binary stops its pods before exiting.
+    nix::sys::signal::kill(binary.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(binary.exit_code(Duration::from_secs(30)).await, Some(0));
 }
