@@ -123,6 +123,7 @@ impl App {
                 .await
                 .with_context(|| format!("cannot bind listen.autoscaler {}", listen.autoscaler))?;
             addrs.autoscaler = Some(local.local_addr());
+            admin.status().add(local.status_source());
             Some(local)
         } else {
             None

@@ -15,6 +15,7 @@ mod remote;
 mod reporter;
 pub mod scaler;
 mod server;
+mod status;
 pub mod supervisor;
 pub mod wire;
 

@@ -83,6 +83,18 @@ async fn status_json_follows_a_cold_start_from_zero_to_one_pod() {
     assert_eq!(rev["container_concurrency"], 4);
     assert_eq!(rev["cold_starts_total"], 0);
     assert_eq!(rev["pokes"], 0);
+    // The embedded local autoscaler's side of the same revision.
+    let scaled = &doc["autoscaler"]["revisions"][0];
+    assert_eq!(
+        (&scaled["namespace"], &scaled["name"]),
+        (&"shop".into(), &"hello".into())
+    );
+    assert_eq!(
+        (&scaled["desired"], &scaled["actual"]),
+        (&0.into(), &0.into()),
+        "{doc:#}"
+    );
+    assert_eq!(doc["adapter"], Value::Null);
 
     // The cold request is held while the pod starts: the document shows it queued.
     let addr = app.http();
@@ -116,6 +128,27 @@ async fn status_json_follows_a_cold_start_from_zero_to_one_pod() {
     let ms = cold["duration_ms"].as_f64().unwrap();
     assert!(ms >= 700.0 && ms < WAIT.as_secs_f64() * 1000.0, "{doc:#}");
     assert!(cold["seconds_ago"].as_f64().unwrap() >= 0.0);
+
+    // The scaler's decision and its pod, whose port is the one the activator proxies to.
+    let scaled = &doc["autoscaler"]["revisions"][0];
+    assert_eq!(
+        (&scaled["desired"], &scaled["ready"]),
+        (&1.into(), &1.into()),
+        "{doc:#}"
+    );
+    assert_eq!(scaled["last_decision"]["from"], 0);
+    assert_eq!(scaled["last_decision"]["to"], 1);
+    let pod = &scaled["pods"][0];
+    assert_eq!(pod["state"], "ready");
+    assert!(pod["pid"].as_u64().unwrap() > 1);
+    let port = rev["pods"][0]["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(pod["port"].to_string(), port);
     app.shutdown().await.unwrap();
 }
 
