@@ -167,6 +167,7 @@ impl App {
                     Running::Activator(activator)
                 } else {
                     let adapter = Adapter::bind(&ctx, client, backends.healthy()).await?;
+                    admin.status().add(adapter.status_source());
                     addrs.grpc = Some(adapter.local_addr());
                     Running::Adapter(adapter)
                 }

@@ -10,8 +10,10 @@ use kactivator::cli::Mode;
 use serde_json::Value;
 use support::{
     app::{TestApp, admin_get, start},
+    autoscaler::FakeAutoscaler,
     binary::{start_activator, try_exchange, try_get},
     cdp::{Browser, browser_program},
+    mixer::{EXT_AUTHZ_PATH, channel, ext_authz_request, healthy_pod, raw_call},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -149,6 +151,72 @@ async fn status_json_follows_a_cold_start_from_zero_to_one_pod() {
         .unwrap()
         .to_owned();
     assert_eq!(pod["port"].to_string(), port);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_json_in_adapter_mode_shows_holds_and_the_coalescer() {
+    let fake = FakeAutoscaler::start().await;
+    let yaml = format!(
+        "autoscaler:\n  url: {}\ndiscovery: static\nadapter:\n  hold_until_ready: 30s\n  poke_interval: 60s\nrevisions:\n  - name: hello\n    namespace: shop\n    hosts: [hello.example.com]\n",
+        fake.url()
+    );
+    let app = start(Mode::Adapter, &yaml).await;
+    let doc = status(&app).await;
+    assert_eq!(doc["mode"], "adapter");
+    assert_eq!(doc["activator"], Value::Null);
+    assert_eq!(doc["adapter"]["holds_in_progress"], 0);
+    assert_eq!(doc["adapter"]["revisions_total"], 0);
+
+    // Two checks for a revision without a pod: one poke, one coalesced, both held.
+    let ch = channel(app.addrs.grpc.unwrap()).await;
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(raw_call(
+                ch.clone(),
+                EXT_AUTHZ_PATH,
+                ext_authz_request("hello.example.com", &[]),
+            ))
+        })
+        .collect();
+    let doc = wait_status(&app, "two holds", |d| {
+        d["adapter"]["holds_in_progress"] == 2
+    })
+    .await;
+    let a = &doc["adapter"];
+    assert_eq!(
+        (&a["pokes_forwarded"], &a["pokes_coalesced"]),
+        (&1.into(), &1.into()),
+        "{doc:#}"
+    );
+    assert_eq!(a["holds_total"], 0, "counted when they end");
+    assert_eq!(a["revisions_total"], 1);
+    assert_eq!(a["revisions"][0]["name"], "hello");
+    assert_eq!(a["revisions"][0]["namespace"], "shop");
+    wait_status(&app, "the link", |d| {
+        d["autoscaler_link"]["state"] == "connected"
+    })
+    .await;
+
+    // A healthy pod lets them go.
+    let (pod, _pod_task) = healthy_pod().await;
+    app.write_config(&yaml.replace(
+        "hosts: [hello.example.com]",
+        &format!("hosts: [hello.example.com]\n    endpoints: [{pod}]"),
+    ));
+    for call in calls {
+        tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    let doc = wait_status(&app, "holds ended", |d| {
+        d["adapter"]["holds_in_progress"] == 0
+    })
+    .await;
+    assert_eq!(doc["adapter"]["holds_total"], 2);
+    assert_eq!(doc["adapter"]["holds_expired"], 0);
     app.shutdown().await.unwrap();
 }
 
