@@ -255,7 +255,7 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let browser = Browser::launch(&program, 1000, 820);
+    let browser = Browser::launch(&program, 1000, 1100);
     let mut page = browser.page().await;
     page.navigate(&format!("http://{admin}/")).await;
     let card =
