@@ -238,6 +238,8 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self) {
+        // The gauge exists (at 0) from the start: a link that never comes up is visible too.
+        self.set_connected(false);
         let mut attempt: u32 = 0;
         let mut immediate = false;
         loop {
