@@ -214,7 +214,7 @@ pub fn first_revisions<T, K: Ord>(mut items: Vec<T>, key: impl Fn(&T) -> K) -> (
         items.select_nth_unstable_by(MAX_REVISIONS, |a, b| key(a).cmp(&key(b)));
         items.truncate(MAX_REVISIONS);
     }
-    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_unstable_by_key(&key);
     (items, left_out)
 }
 
