@@ -25,6 +25,7 @@ mod status;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
+pub(crate) mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -34,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tokio::sync::watch;
 
 use crate::{
-    app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain,
+    autoscaler::ConcurrencyReporter, backends::Backends, context::Context, drain::Drain,
     revisions::Revisions,
 };
 

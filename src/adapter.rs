@@ -31,8 +31,8 @@ use tracing::info;
 pub use self::tls::{ENV_CERT, ENV_CLIENT_CA, ENV_KEY, TlsError};
 use self::{ext_authz::ExtAuthz, mixer::Mixer, params::Targets, poke::Sink, service::Shared};
 use crate::{
-    app::Context,
     autoscaler::{AutoscalerClient, ClientConfig},
+    context::Context,
     drain::Drain,
     endpoints::Endpoints,
     proto::{

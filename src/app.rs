@@ -20,7 +20,8 @@ use crate::{
     autoscaler::{AutoscalerClient, ClientConfig, ConcurrencyReporter, LocalAutoscaler},
     backends::Backends,
     cli::Mode,
-    config::{Config, DiscoveryKind, SharedConfig, reload},
+    config::{Config, DiscoveryKind, reload},
+    context::Context,
     discovery::{self, Discovered},
     drain::Drain,
     metrics,
@@ -30,24 +31,6 @@ use crate::{
 /// How long the admin server's open connections get to finish once everything else has
 /// stopped.
 const ADMIN_CLOSE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What every component is handed: the live config, the drain state, readiness, identity.
-#[derive(Clone, Debug)]
-pub struct Context {
-    /// The config in force; `changed()` fires on every applied reload.
-    pub config: watch::Receiver<SharedConfig>,
-    pub drain: Drain,
-    pub readiness: Readiness,
-    /// `pod_name` sent in stats.
-    pub pod_name: Arc<str>,
-}
-
-impl Context {
-    /// The config in force now.
-    pub fn current(&self) -> SharedConfig {
-        self.config.borrow().clone()
-    }
-}
 
 /// The addresses actually bound (ports may have been 0 in the config).
 #[derive(Debug, Clone, Default)]

@@ -11,8 +11,9 @@
 //! autoscaler: stats server → per-revision scaler → process supervisor → endpoints ──→ discovery
 //! ```
 //!
-//! Shared modules (`config`, `endpoints`, `discovery`, `backends`, `autoscaler` client) never
-//! import a mode module (`activator`, `adapter`).
+//! Shared modules (`config`, `context`, `endpoints`, `discovery`, `backends`, `autoscaler` client)
+//! never import a mode module (`activator`, `adapter`); the wiring (`app`) imports the modes and
+//! hands each the same [`context::Context`].
 #![forbid(unsafe_code)]
 
 pub mod activator;
@@ -23,6 +24,7 @@ pub mod autoscaler;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod discovery;
 pub mod drain;

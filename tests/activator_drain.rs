@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use nix::{sys::signal, unistd::Pid};
-use support::{app::raw_http_get, backend};
+use support::{app::raw_http_get, backend, wait};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -33,17 +33,6 @@ impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -92,7 +81,7 @@ async fn sigterm_fails_readiness_then_drains_the_in_flight_request_and_exits_0()
     let mut child = Kill(child);
     let pid = Pid::from_raw(i32::try_from(child.0.id()).unwrap());
 
-    wait_until("readiness", async || {
+    wait::until("readiness", async || {
         tokio::net::TcpStream::connect(admin).await.is_ok()
             && raw_http_get(admin, "/readyz").await.0 == 200
     })
@@ -112,10 +101,10 @@ async fn sigterm_fails_readiness_then_drains_the_in_flight_request_and_exits_0()
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, body)
     });
-    wait_until("the request to reach the pod", async || echo.hits() == 1).await;
+    wait::until("the request to reach the pod", async || echo.hits() == 1).await;
 
     signal::kill(pid, signal::Signal::SIGTERM).unwrap();
-    wait_until("readiness to fail", async || {
+    wait::until("readiness to fail", async || {
         raw_http_get(admin, "/readyz").await.0 == 503
     })
     .await;
@@ -126,16 +115,9 @@ async fn sigterm_fails_readiness_then_drains_the_in_flight_request_and_exits_0()
     let (status, body) = slow.await.unwrap();
     assert_eq!((status, &body[..]), (200, &b"slow"[..]));
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "process did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = wait::until_some("the process to exit", async || {
+        child.0.try_wait().unwrap().map(|s| s.code())
+    })
+    .await;
     assert_eq!(code, Some(0));
 }

@@ -7,9 +7,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::wire::{
-    Backend, Conn, HOST, WAIT, app_with, connect, get, get_once, leaked_hop_by_hop, ok, pattern,
-    stock, wait_until,
+use support::{
+    wait,
+    wire::{
+        Backend, Conn, HOST, WAIT, app_with, connect, get, get_once, leaked_hop_by_hop, ok,
+        pattern, stock,
+    },
 };
 use tokio::time::Instant;
 
@@ -404,11 +407,17 @@ async fn a_pod_closing_after_its_response_does_not_fail_the_next_request() {
 #[tokio::test]
 async fn a_stale_pooled_connection_does_not_fail_a_get() {
     // Keep-alive answer, then the pod closes the idle connection on its own.
-    let backend = Backend::start(|mut c: Conn| async move {
-        if let Some(req) = c.next().await {
-            c.reply(ok(format!("GET {}", req.target).as_bytes())).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            c.close().await;
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = closed.clone();
+    let backend = Backend::start(move |mut c: Conn| {
+        let flag = flag.clone();
+        async move {
+            if let Some(req) = c.next().await {
+                c.reply(ok(format!("GET {}", req.target).as_bytes())).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                c.close().await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     })
     .await;
@@ -417,7 +426,10 @@ async fn a_stale_pooled_connection_does_not_fail_a_get() {
     c.send(get("/first")).await.unwrap();
     let r = c.response("GET").await;
     assert_eq!((r.status, r.text().as_str()), (200, "GET /first"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::until("the pod to close its idle connection", async || {
+        closed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     c.send(get("/second")).await.unwrap();
     let r = c.response("GET").await;
     assert_eq!((r.status, r.text().as_str()), (200, "GET /second"));
@@ -562,9 +574,9 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 async fn a_warm_request_has_no_cold_start_header() {
     let backend = Backend::start(stock).await;
     let app = app_with(&backend, "", "").await;
-    // The TCP probe reached the pod; give the activator a moment to publish it as healthy.
-    wait_until("a probe reached the pod", || backend.accepted() >= 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first request may find the pod not yet probed; once it is served, the pod is
+    // known healthy and every later request is warm.
+    assert_eq!(get_once(&app, "/first").await.status, 200);
     for path in ["/warm1", "/warm2"] {
         let r = get_once(&app, path).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -647,7 +659,7 @@ async fn at_closing_idle_connections_close_and_in_flight_requests_finish() {
     assert_eq!(idle.response("GET").await.status, 200);
     let mut busy = connect(&app).await;
     busy.send(get("/slow")).await.unwrap();
-    wait_until("the slow request at the pod", || {
+    wait::until("the slow request at the pod", async || {
         backend.lines().iter().any(|l| l == "GET /slow")
     })
     .await;

@@ -22,6 +22,7 @@ use support::{
     backend::{self, Backend},
     binary::{self, try_get},
     h2::{self, RawH2},
+    wait,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -70,14 +71,6 @@ async fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, Duration) {
             Ok(0) | Err(_) => return (got, start.elapsed()),
             Ok(n) => got.extend_from_slice(&chunk[..n]),
         }
-    }
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -254,7 +247,7 @@ async fn an_http1_response_on_the_hyper_path_finished_at_closing_says_connection
     )
     .await
     .unwrap();
-    wait_until("the request to reach the pod", || echo.hits() == 1).await;
+    wait::until("the request to reach the pod", async || echo.hits() == 1).await;
     // No drain delay: closing starts at once.
     app.signal();
     let (got, _) = read_until_closed(&mut s).await;
@@ -281,7 +274,7 @@ async fn http2_connections_get_goaway_at_closing_and_their_streams_finish() {
         c.get(1, HOST, "/slow?ms=500").await;
         busy.push(c);
     }
-    wait_until("the requests to reach the pod", || echo.hits() == 2).await;
+    wait::until("the requests to reach the pod", async || echo.hits() == 2).await;
     app.signal();
     for mut c in idle {
         let frames = c
@@ -322,12 +315,11 @@ async fn the_connection_limit_keeps_descriptors_for_the_admin_port() {
     );
     let mut bin = binary::start_activator(dir.path(), &yaml, Some(128));
     let ports = bin.ports;
-    let deadline = Instant::now() + WAIT;
-    while try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) != Some(200) {
+    wait::until("readiness", async || {
         assert!(!bin.has_exited(), "the binary exited");
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) == Some(200)
+    })
+    .await;
 
     // The first 16 on the HTTP listener will be served: one request proves it.
     let mut held = Vec::new();
@@ -412,12 +404,11 @@ async fn the_admin_port_answers_through_the_whole_drain_until_exit() {
     );
     let mut bin = binary::start_activator(dir.path(), &yaml, None);
     let ports = bin.ports;
-    let deadline = Instant::now() + WAIT;
-    while try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) != Some(200) {
+    wait::until("readiness", async || {
         assert!(!bin.has_exited(), "the binary exited");
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) == Some(200)
+    })
+    .await;
     let http = ports.http;
     let slow = tokio::spawn(async move {
         let mut s = TcpStream::connect(http).await.unwrap();
@@ -431,13 +422,12 @@ async fn the_admin_port_answers_through_the_whole_drain_until_exit() {
         let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
         got
     });
-    wait_until("the request to reach the pod", || echo.hits() == 1).await;
+    wait::until("the request to reach the pod", async || echo.hits() == 1).await;
     signal::kill(bin.pid(), signal::Signal::SIGTERM).unwrap();
-    let t0 = Instant::now();
-    while try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) != Some(503) {
-        assert!(t0.elapsed() < WAIT, "readiness never failed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait::until("readiness to fail", async || {
+        try_get(ports.admin, "/readyz", WAIT).await.map(|r| r.0) == Some(503)
+    })
+    .await;
 
     // Until exit: every admin request answers, or the process is on its way out.
     let deadline = Instant::now() + WAIT;

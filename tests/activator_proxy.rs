@@ -17,8 +17,9 @@ use hyper_util::{
 };
 use kactivator::cli::Mode;
 use support::{
-    app::{TestApp, admin_get, metric_value, start},
+    app::{TestApp, admin_get, metric_value, start, wait_metric},
     backend::{self, echo_proto},
+    wait,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -122,22 +123,6 @@ fn config(activator: &str, revisions: &[String]) -> String {
 
 async fn metrics(app: &TestApp) -> String {
     admin_get(app, "/metrics").await.1
-}
-
-/// Polls `/metrics` until `line` has `value` (bounded).
-async fn wait_metric(app: &TestApp, line: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if metric_value(&metrics(app).await, line) == Some(value) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{line} never reached {value}:\n{}",
-            metrics(app).await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn queued(rev: &str) -> String {
@@ -272,7 +257,7 @@ async fn full_queue_and_queue_timeout_answer_503_with_retry_after_and_leavers_co
     let app = start(
         Mode::Activator,
         &config(
-            "  queue_depth: 1\n  queue_timeout: 400ms\n",
+            "  queue_depth: 1\n  queue_timeout: 1500ms\n",
             &[revision("cold", "", &[])],
         ),
     )
@@ -287,7 +272,7 @@ async fn full_queue_and_queue_timeout_answer_503_with_retry_after_and_leavers_co
             send(req).await
         }
     });
-    wait_metric(&app, &queued("cold"), 1.0).await;
+    wait_metric(&app, &queued("cold"), |v| v == 1.0).await;
     let r = get_host(&app, "/", "cold.default").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body, "pending request queue full");
@@ -310,9 +295,9 @@ async fn full_queue_and_queue_timeout_answer_503_with_retry_after_and_leavers_co
             send(req).await
         }
     });
-    wait_metric(&app, &queued("cold"), 1.0).await;
+    wait_metric(&app, &queued("cold"), |v| v == 1.0).await;
     leaver.abort();
-    wait_metric(&app, &queued("cold"), 0.0).await;
+    wait_metric(&app, &queued("cold"), |v| v == 0.0).await;
     let m = metrics(&app).await;
     assert!(m.contains("code=\"499\""), "{m}");
     app.shutdown().await.unwrap();
@@ -412,7 +397,7 @@ async fn revision_timeout_cuts_a_response_still_streaming_at_the_deadline() {
         .expect("the stream is cut");
     assert!(matches!(cut, Some(Err(_))), "{cut:?}");
     drop(tx);
-    wait_metric(&app, "kactivator_requests_total{k8s_namespace_name=\"default\",kn_revision_name=\"stream\",code=\"504\"}", 1.0).await;
+    wait_metric(&app, "kactivator_requests_total{k8s_namespace_name=\"default\",kn_revision_name=\"stream\",code=\"504\"}", |v| v == 1.0).await;
     app.shutdown().await.unwrap();
 }
 
@@ -438,7 +423,7 @@ async fn cold_start_is_released_by_a_config_edit_in_arrival_order() {
                 .unwrap();
             send(req).await
         }));
-        wait_metric(&app, &queued("cold"), f64::from(i + 1)).await;
+        wait_metric(&app, &queued("cold"), |v| v == f64::from(i + 1)).await;
     }
     app.write_config(&config(
         "",
@@ -502,8 +487,11 @@ async fn a_dead_endpoint_is_ejected_and_the_request_retried_on_a_live_one() {
         "both endpoints serve before the kill"
     );
     dead.stop();
-    // Let the activator's pooled connections to the dead pod see their FIN.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its port refuses once its tasks are gone, and with them its end of every connection.
+    wait::until("the dead pod's port to refuse", async || {
+        tokio::net::TcpStream::connect(dead.addr).await.is_err()
+    })
+    .await;
     let before = live.hits();
     for _ in 0..4 {
         let r = get_host(&app, "/", "two.default").await;

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use kactivator::cli::Mode;
 use support::{
-    app::{TestApp, admin_get, metric_value, start},
+    app::{TestApp, start, wait_metric},
     backend,
     wire::{Backend, Conn, HOST, WAIT},
 };
@@ -184,18 +184,7 @@ async fn wait_code(app: &TestApp, name: &str, code: u16, n: f64) {
     let line = format!(
         "kactivator_requests_total{{k8s_namespace_name=\"default\",kn_revision_name=\"{name}\",code=\"{code}\"}}"
     );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = admin_get(app, "/metrics").await.1;
-        if metric_value(&text, &line) == Some(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{line} never reached {n}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_metric(app, &line, |v| v == n).await;
 }
 
 /// Reads requests and never answers.

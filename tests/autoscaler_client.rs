@@ -10,7 +10,7 @@ use kactivator::{
     config::Encoding,
     revision::RevisionKey,
 };
-use support::autoscaler::FakeAutoscaler;
+use support::{autoscaler::FakeAutoscaler, wait};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,16 +30,6 @@ fn client(
         },
         exit.clone(),
     )
-}
-
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("condition within the timeout");
 }
 
 fn metric(name_and_labels: &str) -> f64 {
@@ -71,7 +61,7 @@ async fn gob_poke_is_one_complete_gob_stream_per_frame() {
     let exit = CancellationToken::new();
     let c = client(fake.url(), Encoding::Gob, 16, &exit);
     // Reports made while disconnected are dropped by design; pokes are held.
-    wait_until(|| c.is_connected()).await;
+    wait::until("the client to connect", async || c.is_connected()).await;
     c.poke(&RevisionKey::new("default", "hello-00001"));
     c.report(vec![
         Stat {
@@ -115,7 +105,7 @@ async fn reporter_pokes_on_first_request_then_reports_every_second() {
     let fake = FakeAutoscaler::start().await;
     let exit = CancellationToken::new();
     let c = client(fake.url(), Encoding::Protobuf, 16, &exit);
-    wait_until(|| c.is_connected()).await;
+    wait::until("the client to connect", async || c.is_connected()).await;
     let reporter = ConcurrencyReporter::spawn(c, exit.clone());
     let key = RevisionKey::new("default", "hello");
     let g1 = reporter.track(&key);
@@ -156,9 +146,9 @@ async fn reconnects_after_the_server_restarts_and_resends_the_held_poke() {
     let fake = FakeAutoscaler::start().await;
     let exit = CancellationToken::new();
     let c = client(fake.url(), Encoding::Protobuf, 16, &exit);
-    wait_until(|| c.is_connected()).await;
+    wait::until("the client to connect", async || c.is_connected()).await;
     let addr = fake.stop();
-    wait_until(|| !c.is_connected()).await;
+    wait::until("the client to see the loss", async || !c.is_connected()).await;
     let key = RevisionKey::new("default", "held");
     c.poke(&key);
     // Let a few reconnect attempts fail before the server comes back.
@@ -177,10 +167,13 @@ async fn reconnects_at_once_after_close_1012() {
     let fake = FakeAutoscaler::start().await;
     let exit = CancellationToken::new();
     let c = client(fake.url(), Encoding::Protobuf, 16, &exit);
-    wait_until(|| fake.connections() == 1 && c.is_connected()).await;
+    wait::until("one connection", async || {
+        fake.connections() == 1 && c.is_connected()
+    })
+    .await;
     fake.close_all(1012);
-    wait_until(|| fake.connections() == 2).await;
-    wait_until(|| c.is_connected()).await;
+    wait::until("a second connection", async || fake.connections() == 2).await;
+    wait::until("the client to connect", async || c.is_connected()).await;
     c.poke(&RevisionKey::new("default", "after-1012"));
     let frames = fake.wait_frames(1, WAIT).await;
     assert_eq!(frames[0].protobuf().messages[0].name, "after-1012");

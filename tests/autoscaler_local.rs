@@ -15,7 +15,8 @@ use kactivator::{
 };
 use support::{
     app::{TestApp, raw_http_get, start},
-    autoscaler::{children_of, eventually, is_alive, pids_with_env},
+    autoscaler::{children_of, is_alive, pids_with_env},
+    wait,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +118,7 @@ async fn poke_scales_zero_to_one_and_idle_scales_back_to_zero() {
     assert_eq!(pids_with_env(&marker).len(), 1);
     h.wait_endpoints("scale to zero after 1 s idle", <[SocketAddr]>::is_empty)
         .await;
-    eventually("the pod process to exit", WAIT, || {
+    wait::until("the pod process to exit", async || {
         pids_with_env(&marker).is_empty()
     })
     .await;
@@ -174,7 +175,7 @@ async fn sustained_concurrency_scales_up_and_reports_of_two_clients_add_up() {
     reporting.cancel();
     h.wait_endpoints("zero pods after idle", <[SocketAddr]>::is_empty)
         .await;
-    eventually("every pod process to exit", WAIT, || {
+    wait::until("every pod process to exit", async || {
         pids_with_env(&marker).is_empty()
     })
     .await;
@@ -222,16 +223,16 @@ revisions:
     );
     let h = harness(&yaml).await;
     let mut first = Vec::new();
-    eventually("the pod to start", WAIT, || {
+    wait::until("the pod to start", async || {
         first = pids_with_env(&marker);
         !first.is_empty()
     })
     .await;
-    eventually("the never-ready pod to be killed", WAIT, || {
+    wait::until("the never-ready pod to be killed", async || {
         !is_alive(first[0])
     })
     .await;
-    eventually("a retry with a new process", WAIT, || {
+    wait::until("a retry with a new process", async || {
         pids_with_env(&marker).iter().any(|p| *p != first[0])
     })
     .await;
@@ -271,20 +272,16 @@ async fn no_child_left_after(signal: nix::sys::signal::Signal) {
         .unwrap();
     let pid = child.id().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pods never became ready"
-        );
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            let (_, body) = raw_http_get(addr, "/endpoints").await;
-            if body.matches("127.0.0.1:").count() == 2 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("both pods ready", async || {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && raw_http_get(addr, "/endpoints")
+                .await
+                .1
+                .matches("127.0.0.1:")
+                .count()
+                == 2
+    })
+    .await;
     let pods = children_of(pid);
     assert_eq!(pods.len(), 2, "two pods are children of kactivator");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();

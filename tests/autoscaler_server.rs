@@ -13,7 +13,8 @@ use kactivator::{
 };
 use support::{
     app::{metric_value, raw_http_get, start},
-    autoscaler::{eventually, pids_with_env},
+    autoscaler::pids_with_env,
+    wait,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -79,18 +80,14 @@ revisions:
     ))
     .await
     .unwrap();
-    eventually("hello scaled from zero by a gob frame", WAIT, || {
+    wait::until("hello scaled from zero by a gob frame", async || {
         frames("accepted") > accepted
     })
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !endpoints_json(addr).await.contains("\"name\":\"hello\"") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "hello never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("hello ready", async || {
+        endpoints_json(addr).await.contains("\"name\":\"hello\"")
+    })
+    .await;
     // …and a protobuf one.
     let other = Stat::poke(RevisionKey::new("default", "other"));
     ws.send(Message::Binary(
@@ -98,13 +95,10 @@ revisions:
     ))
     .await
     .unwrap();
-    while !endpoints_json(addr).await.contains("\"name\":\"other\"") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "other never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("other ready", async || {
+        endpoints_json(addr).await.contains("\"name\":\"other\"")
+    })
+    .await;
     assert!(frames("malformed") > malformed);
     assert!(frames("oversized") > oversized);
     assert!(frames("ignored") > ignored);

@@ -323,7 +323,10 @@ async fn a_response_finished_during_the_drain_closes_the_connection() {
     let app = app_with(&backend, "", "").await;
     let mut c = connect(&app).await;
     c.send(get("/slow")).await.unwrap();
-    support::wire::wait_until("the pod has the request", || backend.lines().len() == 1).await;
+    support::wait::until("the pod has the request", async || {
+        backend.lines().len() == 1
+    })
+    .await;
     app.drain().start_closing();
     release.send_replace(true);
     let r = c.response("GET").await;

@@ -22,9 +22,10 @@ use support::{
         FakeApiServer, Protocol, Requirement, config_map, parse_selector, private_endpoints,
         public_endpoints, revision,
     },
-    autoscaler::{FakeAutoscaler, eventually},
+    autoscaler::FakeAutoscaler,
     backend::{QueueProxy, queue_proxies},
     binary::{Running, start_activator_env},
+    wait,
 };
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -398,15 +399,11 @@ async fn readyz(a: &Running) -> Option<u16> {
 }
 
 async fn wait_ready(a: &Running, dir: &std::path::Path) {
-    let deadline = Instant::now() + WAIT;
-    while readyz(a).await != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never 200; logs in {}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until(
+        format_args!("/readyz 200 (logs in {})", dir.display()),
+        async || readyz(a).await == Some(200),
+    )
+    .await;
 }
 
 /// A GET routed by the `Knative-Serving-*` headers; `None` when the connection fails or takes
@@ -448,6 +445,14 @@ async fn metrics(a: &Running) -> String {
         .unwrap_or_default()
 }
 
+/// Requests of `revision` waiting in `a`'s queue.
+async fn queued(a: &Running, revision: &str) -> f64 {
+    let line = format!(
+        "kn_revision_request_queued{{k8s_namespace_name=\"{NS}\",kn_revision_name=\"{revision}\"}}"
+    );
+    support::app::metric_value(&metrics(a).await, &line).unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn a_revision_only_in_the_api_holds_its_request_until_a_probed_pod_is_published() {
     let c = Cluster::start().await;
@@ -472,7 +477,7 @@ async fn a_revision_only_in_the_api_holds_its_request_until_a_probed_pod_is_publ
     );
 
     let held = spawn_get(&a, NS, "hello-00001");
-    eventually("the autoscaler poked", WAIT, || {
+    wait::until("the autoscaler poked", async || {
         poked(&c.autoscaler, NS, "hello-00001")
     })
     .await;
@@ -490,7 +495,7 @@ async fn a_revision_only_in_the_api_holds_its_request_until_a_probed_pod_is_publ
         "http",
         pod.addr.port(),
     ));
-    eventually("the pod probed", WAIT, || pod.probes() >= 2).await;
+    wait::until("the pod probed", async || pod.probes() >= 2).await;
     assert!(!held.is_finished());
     assert_eq!(pod.hits(), 0);
 
@@ -522,12 +527,15 @@ async fn container_concurrency_1_admits_one_request_per_pod() {
     let a = c.ready_activator("127.0.0.1").await;
 
     let requests: Vec<_> = (0..4).map(|_| spawn_get(&a, NS, "cc1-00001")).collect();
-    eventually("one request in each pod", WAIT, || {
+    wait::until("one request in each pod", async || {
         pods.iter().all(|p| p.in_flight() == 1)
     })
     .await;
-    // Two more are queued in the activator; give them time to (wrongly) go out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other two wait in the activator's queue, not at the pods.
+    wait::until("two requests queued", async || {
+        queued(&a, "cc1-00001").await == 2.0
+    })
+    .await;
     assert_eq!(
         pods.iter().map(QueueProxy::in_flight).collect::<Vec<_>>(),
         [1, 1]
@@ -578,19 +586,25 @@ async fn two_activators_split_four_pods_two_and_two() {
     let mut requests: Vec<_> = (0..4)
         .map(|_| spawn_get(&first, NS, "split-00001"))
         .collect();
-    eventually("the first activator fills its pods", WAIT, || {
+    wait::until("the first activator fills its pods", async || {
         in_flight() == [1, 1, 0, 0]
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::until("two requests queued in the first", async || {
+        queued(&first, "split-00001").await == 2.0
+    })
+    .await;
     assert_eq!(in_flight(), [1, 1, 0, 0]);
 
     requests.extend((0..4).map(|_| spawn_get(&second, NS, "split-00001")));
-    eventually("the second activator fills its pods", WAIT, || {
+    wait::until("the second activator fills its pods", async || {
         in_flight() == [1, 1, 1, 1]
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::until("two requests queued in the second", async || {
+        queued(&second, "split-00001").await == 2.0
+    })
+    .await;
     assert_eq!(in_flight(), [1, 1, 1, 1]);
 
     for p in &pods {
@@ -620,7 +634,7 @@ async fn a_deleted_revision_ends_its_queued_requests_with_an_error() {
     let a = c.ready_activator("127.0.0.1").await;
 
     let held = spawn_get(&a, NS, "gone-00001");
-    eventually("the autoscaler poked", WAIT, || {
+    wait::until("the autoscaler poked", async || {
         poked(&c.autoscaler, NS, "gone-00001")
     })
     .await;

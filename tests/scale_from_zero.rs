@@ -10,7 +10,8 @@ use std::time::Duration;
 use kactivator::cli::Mode;
 use support::{
     app::{TestApp, raw_http_get, start},
-    autoscaler::{eventually, pids_with_env},
+    autoscaler::pids_with_env,
+    wait,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,7 +81,7 @@ revisions:
     );
 
     // Idle: back to zero, then a new request cold-starts again.
-    eventually("scale to zero after idle", WAIT, || {
+    wait::until("scale to zero after idle", async || {
         pids_with_env(&marker).is_empty()
     })
     .await;
@@ -121,5 +122,5 @@ revisions:
     assert!(resp.starts_with("http/1.1 504"), "{resp}");
     // Meanwhile the supervisor killed the pod at least once (startup_timeout) and retried.
     app.shutdown().await.unwrap();
-    eventually("no pod left", WAIT, || pids_with_env(&marker).is_empty()).await;
+    wait::until("no pod left", async || pids_with_env(&marker).is_empty()).await;
 }

@@ -11,7 +11,6 @@
 pub(crate) mod chunked;
 pub(crate) mod head;
 mod prefixed;
-pub(crate) mod upstream;
 
 use std::{io, net::IpAddr, time::Duration};
 
@@ -28,7 +27,6 @@ use self::{
     chunked::Chunked,
     head::{Extras, Framing, Next, Request},
     prefixed::Prefixed,
-    upstream::{Conn, ConnectError},
 };
 use super::{
     body::{CLIENT_CLOSED, Completion},
@@ -41,6 +39,7 @@ use super::{
     retry::{Attempts, Failure, Retry},
     stats::GaugeGuard,
     timeouts::Clock,
+    upstream::{self, Conn, ConnectError},
 };
 use crate::drain::Drain;
 

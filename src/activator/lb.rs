@@ -14,7 +14,7 @@ use std::{
 use http::uri::Authority;
 use rand::Rng as _;
 
-use super::h1::upstream::Pool;
+use super::upstream::Pool;
 use crate::endpoints::Speaks;
 
 /// One endpoint of a revision, with the requests this activator has in flight to it.

@@ -10,7 +10,7 @@ use hyper_util::{
 };
 use tracing::{Instrument as _, debug, debug_span};
 
-use super::{h1::upstream, lb::Tracker, retry::RequestBody};
+use super::{lb::Tracker, retry::RequestBody, upstream};
 
 /// Idle upstream connections kept per pod; Knative's `MAX_IDLE_PROXY_CONNS_PER_HOST`.
 const MAX_IDLE_PER_POD: usize = 100;

@@ -29,8 +29,8 @@ use super::{
     wire::Received,
 };
 use crate::{
-    app::Context,
     config::{RevisionConfig, SharedConfig},
+    context::Context,
     endpoints::Endpoints,
     metrics as m,
     revision::RevisionKey,

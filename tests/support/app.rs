@@ -122,3 +122,13 @@ pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Waits until the metric line `name_and_labels` on `app`'s `/metrics` satisfies `ok`, and
+/// returns its value (absent counts as 0).
+pub async fn wait_metric(app: &TestApp, name_and_labels: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    super::wait::until_some(format_args!("{name_and_labels}"), async || {
+        let v = metric_value(&admin_get(app, "/metrics").await.1, name_and_labels).unwrap_or(0.0);
+        ok(v).then_some(v)
+    })
+    .await
+}

@@ -174,12 +174,3 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
     let after = stat.rsplit_once(')')?.1;
     after.split_whitespace().nth(n).map(str::to_owned)
 }
-
-/// Polls `cond` every 10 ms until it holds; panics after `timeout` with `what`.
-pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

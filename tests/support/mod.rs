@@ -9,4 +9,5 @@ pub mod binary;
 pub mod cdp;
 pub mod h2;
 pub mod mixer;
+pub mod wait;
 pub mod wire;

@@ -18,7 +18,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinSet,
-    time::Instant,
 };
 
 use super::app::{TestApp, start};
@@ -533,14 +532,6 @@ pub async fn get_once(app: &TestApp, path: &str) -> Response {
     let mut c = connect(app).await;
     c.send(get(path)).await.unwrap();
     c.response("GET").await
-}
-
-pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Hop-by-hop fields of `head` that a proxy must not have forwarded, given the sender's
