@@ -9,7 +9,10 @@ mod support;
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use serde_json::Value;
-use support::binary::{start_activator, try_exchange, try_get};
+use support::{
+    binary::{start_activator, try_exchange, try_get},
+    wait,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const BIN: &str = env!("CARGO_BIN_EXE_kactivator");
@@ -180,19 +183,13 @@ revisions:
     assert_eq!(cold.await.unwrap().unwrap().0, 200);
     assert_eq!(try_exchange(http, get, WAIT).await.unwrap().0, 200);
     // Metrics are folded into their series every second.
-    let metrics = loop {
-        let (_, text) = try_get(admin, "/metrics", WAIT).await.unwrap();
-        if text.contains("kactivator_cold_start_seconds_bucket")
-            && text.contains("kactivator_queue_rejections_total")
-        {
-            break text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline + WAIT,
-            "metrics never showed the traffic:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics = wait::until_some("/metrics to show the traffic", async || {
+        let (_, text) = try_get(admin, "/metrics", WAIT).await?;
+        (text.contains("kactivator_cold_start_seconds_bucket")
+            && text.contains("kactivator_queue_rejections_total"))
+        .then_some(text)
+    })
+    .await;
     let (series, labels) = exposed(&metrics);
     let docs = documented();
     assert!(docs.len() >= 10, "{docs:?}");

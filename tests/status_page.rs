@@ -14,6 +14,7 @@ use support::{
     binary::{start_activator, try_exchange, try_get},
     cdp::{Browser, browser_program},
     mixer::{EXT_AUTHZ_PATH, channel, ext_authz_request, healthy_pod, raw_call},
+    wait,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -42,20 +43,9 @@ async fn status(app: &TestApp) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Polls `/status.json` every 20 ms until `cond` holds; panics with the last document after `WAIT`.
+/// Polls `/status.json` until `cond` holds; returns that document.
 async fn wait_status(app: &TestApp, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let doc = status(app).await;
-        if cond(&doc) {
-            return doc;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {doc:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_some(what, async || Some(status(app).await).filter(|d| cond(d))).await
 }
 
 fn revision(doc: &Value) -> &Value {
@@ -243,17 +233,12 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
     );
     let mut binary = start_activator(dir.path(), &yaml, None);
     let admin = binary.ports.admin;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while try_get(admin, "/status.json", Duration::from_secs(1))
-        .await
-        .is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "admin port never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("the admin port", async || {
+        try_get(admin, "/status.json", Duration::from_secs(1))
+            .await
+            .is_some()
+    })
+    .await;
 
     let browser = Browser::launch(&program, 1000, 1100);
     let mut page = browser.page().await;
@@ -270,7 +255,6 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
             text_is("shop/hello", ".ready-pods b", "0"),
             card("shop/hello", ".no-pods")
         ),
-        WAIT,
     )
     .await;
     page.wait_for(
@@ -279,7 +263,6 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
             "{} && document.getElementById('link').textContent.includes('connected')",
             text_is("shop/catalog", ".ready-pods b", "1")
         ),
-        WAIT,
     )
     .await;
 
@@ -293,12 +276,8 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
         )
         .await
     });
-    page.wait_for(
-        "the request held",
-        &text_is("shop/hello", ".queued b", "1"),
-        WAIT,
-    )
-    .await;
+    page.wait_for("the request held", &text_is("shop/hello", ".queued b", "1"))
+        .await;
     if let Ok(path) = std::env::var("KACTIVATOR_STATUS_SCREENSHOT") {
         std::fs::write(path, page.screenshot().await).unwrap();
     }
@@ -310,7 +289,6 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
             text_is("shop/hello", ".cold-starts-total b", "1"),
             card("shop/hello", ".pods")
         ),
-        WAIT,
     )
     .await;
     let held = page

@@ -12,7 +12,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 /// How long one CDP command may take.
@@ -129,20 +129,15 @@ impl Browser {
             .await
             .unwrap();
         let mut browser = Page { ws, next_id: 0 };
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let id = loop {
+        let id = super::wait::until_some("a page target in Chromium", async || {
             let targets = browser.call("Target.getTargets", json!({})).await;
-            let page = targets["targetInfos"].as_array().and_then(|ts| {
+            targets["targetInfos"].as_array().and_then(|ts| {
                 ts.iter()
                     .find(|t| t["type"] == "page")
                     .and_then(|t| t["targetId"].as_str().map(str::to_owned))
-            });
-            if let Some(id) = page {
-                break id;
-            }
-            assert!(Instant::now() < deadline, "no page target in Chromium");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            })
+        })
+        .await;
         let url = format!("ws://{}/devtools/page/{id}", self.debug_url);
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Page { ws, next_id: 0 }
@@ -200,22 +195,13 @@ impl Page {
         r["result"]["value"].clone()
     }
 
-    /// Evaluates `expression` every 50 ms until it is `true`; panics after `limit` with `what`.
-    pub async fn wait_for(&mut self, what: &str, expression: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.eval(expression).await == Value::Bool(true) {
-                return;
-            }
-            let body = self
-                .eval("document.body ? document.body.innerText : ''")
-                .await;
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for the page to show {what}; it shows:\n{body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Evaluates `expression` until it is `true` (the tests' one bounded wait).
+    pub async fn wait_for(&mut self, what: &str, expression: &str) {
+        let what = format!("the page to show {what}");
+        super::wait::until(what, async || {
+            self.eval(expression).await == Value::Bool(true)
+        })
+        .await;
     }
 
     /// A PNG of the viewport.
