@@ -10,6 +10,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use serde_json::Value;
 use support::{
+    autoscaler::Reaper,
     binary::{start_activator, try_exchange, try_get},
     wait,
 };
@@ -137,6 +138,10 @@ fn documented() -> BTreeSet<String> {
 #[tokio::test]
 async fn dashboard_and_alerts_reference_only_metrics_the_binary_exposes() {
     // The real binary: a revision at zero (local autoscaler) and a queue of one.
+    let _reaper = Reaper(format!(
+        "KACTIVATOR_TEST_MARKER=monitoring-{}",
+        std::process::id()
+    ));
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "discovery: local

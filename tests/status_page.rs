@@ -10,7 +10,7 @@ use kactivator::cli::Mode;
 use serde_json::Value;
 use support::{
     app::{TestApp, admin_get, start},
-    autoscaler::FakeAutoscaler,
+    autoscaler::{FakeAutoscaler, Reaper},
     binary::{start_activator, try_exchange, try_get},
     cdp::{Browser, browser_program},
     mixer::{EXT_AUTHZ_PATH, channel, ext_authz_request, healthy_pod, raw_call},
@@ -19,6 +19,14 @@ use support::{
 
 const WAIT: Duration = Duration::from_secs(20);
 const BIN: &str = env!("CARGO_BIN_EXE_kactivator");
+
+/// Kills the pods `config(test, …)` marks, whatever happens to the test.
+fn reaper(test: &str) -> Reaper {
+    Reaper(format!(
+        "KACTIVATOR_TEST_MARKER={test}-{}",
+        std::process::id()
+    ))
+}
 
 /// A local-autoscaler revision at zero whose demo pod takes `delay_ms` to listen.
 fn config(test: &str, delay_ms: u64) -> String {
@@ -54,6 +62,7 @@ fn revision(doc: &Value) -> &Value {
 
 #[tokio::test]
 async fn status_json_follows_a_cold_start_from_zero_to_one_pod() {
+    let _reaper = reaper("status-json");
     let app = start(Mode::Activator, &config("status-json", 700)).await;
     let doc = wait_status(&app, "the autoscaler link", |d| {
         d["autoscaler_link"]["state"] == "connected"
@@ -218,6 +227,7 @@ async fn the_page_in_a_real_browser_shows_a_revision_go_from_zero_to_one_pod() {
     let Some(program) = browser_program() else {
         return;
     };
+    let _reaper = reaper("status-page");
     let dir = tempfile::tempdir().unwrap();
     // The real binary; a second revision kept warm (min_scale 1) so that the page has both.
     let yaml = format!(
