@@ -219,6 +219,32 @@ async fn status_json_in_adapter_mode_shows_holds_and_the_coalescer() {
     app.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn status_json_in_autoscaler_mode_shows_the_scalers_pods() {
+    let _reaper = reaper("status-autoscaler");
+    let yaml = config("status-autoscaler", 0).replace("scale_to_zero_after: 30s", "min_scale: 1");
+    let app = start(Mode::Autoscaler, &yaml).await;
+    let doc = wait_status(&app, "a ready pod", |d| {
+        d["autoscaler"]["revisions"][0]["ready"] == 1
+    })
+    .await;
+    assert_eq!(doc["mode"], "autoscaler");
+    assert_eq!(doc["autoscaler_link"], Value::Null);
+    assert_eq!(doc["activator"], Value::Null);
+    let scaled = &doc["autoscaler"]["revisions"][0];
+    assert_eq!(
+        (&scaled["min_scale"], &scaled["desired"]),
+        (&1.into(), &1.into()),
+        "{doc:#}"
+    );
+    assert_eq!(scaled["last_decision"]["to"], 1);
+    let pod = &scaled["pods"][0];
+    assert_eq!((&pod["id"], &pod["state"]), (&1.into(), &"ready".into()));
+    let pid = u32::try_from(pod["pid"].as_u64().unwrap()).unwrap();
+    assert!(support::autoscaler::is_alive(pid), "{doc:#}");
+    app.shutdown().await.unwrap();
+}
+
 /// Held long enough for the page (polling every second) to show the request queued.
 const POD_START_MS: u64 = 2_500;
 
