@@ -7,6 +7,7 @@
 
 mod body;
 mod breaker;
+mod cold_starts;
 mod connection;
 pub mod error;
 pub(crate) mod h1;
@@ -20,12 +21,13 @@ mod retry;
 mod revision;
 mod server;
 mod stats;
+mod status;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
 pub(crate) mod upstream;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -66,6 +68,7 @@ pub struct Activator {
     max_connections: usize,
     drain: Drain,
     tunnels: TaskTracker,
+    status: Arc<status::ActivatorSource>,
 }
 
 /// File descriptors kept for everything but client connections: listeners, the admin port's
@@ -121,6 +124,11 @@ impl Activator {
         let http = bind("listen.http", cfg.listen.http).await?;
         let h2c = bind("listen.h2c", cfg.listen.h2c).await?;
         let throttler = Throttler::spawn(ctx.config.clone(), revisions, backends.pods());
+        let status = Arc::new(status::ActivatorSource {
+            throttler: throttler.clone(),
+            discovered: backends.discovered(),
+            healthy: backends.pods(),
+        });
         let tunnels = TaskTracker::new();
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");
@@ -140,7 +148,13 @@ impl Activator {
             max_connections,
             drain: ctx.drain.clone(),
             tunnels,
+            status,
         })
+    }
+
+    /// The activator's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        self.status.clone()
     }
 
     /// (`listen.http`, `listen.h2c`) as bound.
@@ -163,6 +177,7 @@ impl Activator {
             max_connections,
             drain,
             tunnels,
+            status: _,
         } = self;
         tokio::join!(
             server::serve(

@@ -15,6 +15,7 @@ mod mixer;
 mod params;
 mod poke;
 mod service;
+mod status;
 mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -128,6 +129,11 @@ impl Adapter {
             max_connection_age: cfg.adapter.max_connection_age,
             exit,
         })
+    }
+
+    /// The adapter's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        Arc::new(status::AdapterSource(self.shared.clone()))
     }
 
     pub fn local_addr(&self) -> SocketAddr {

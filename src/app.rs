@@ -129,7 +129,12 @@ impl App {
         };
 
         let admin_addr = listen.admin(mode);
-        let admin = Admin::bind(admin_addr, handle, readiness)
+        let mode_name = match mode {
+            Mode::Activator => "activator",
+            Mode::Adapter => "adapter",
+            Mode::Autoscaler => "autoscaler",
+        };
+        let mut admin = Admin::bind(admin_addr, handle, readiness, mode_name)
             .await
             .with_context(|| format!("cannot bind listen.admin {admin_addr}"))?;
         let mut addrs = Addrs {
@@ -144,6 +149,7 @@ impl App {
                 .await
                 .with_context(|| format!("cannot bind listen.autoscaler {}", listen.autoscaler))?;
             addrs.autoscaler = Some(local.local_addr());
+            admin.status().add(local.status_source());
             Some(local)
         } else {
             None
@@ -167,6 +173,7 @@ impl App {
                     },
                     stats_exit.clone(),
                 );
+                admin.status().add(Arc::new(client.clone()));
                 let discovered =
                     discover(&ctx, &config, mode, local.as_ref(), exit.clone()).await?;
                 revisions = Some(discovered.revisions.clone());
@@ -180,6 +187,7 @@ impl App {
                     let reporter = ConcurrencyReporter::spawn(client, stats_exit.clone());
                     let activator =
                         Activator::bind(&ctx, reporter, discovered.revisions, backends).await?;
+                    admin.status().add(activator.status_source());
                     let (http, h2c) = activator.local_addrs();
                     addrs.http = Some(http);
                     addrs.h2c = Some(h2c);
@@ -187,6 +195,7 @@ impl App {
                 } else {
                     let adapter =
                         Adapter::bind(&ctx, client, backends.healthy(), discovered.routes).await?;
+                    admin.status().add(adapter.status_source());
                     addrs.grpc = Some(adapter.local_addr());
                     Running::Adapter(adapter)
                 }

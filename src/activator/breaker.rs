@@ -79,12 +79,11 @@ impl Breaker {
     }
 
     /// Requests waiting for capacity now.
-    #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
 
-    #[cfg(test)]
+    /// The capacity set last ([`UNLIMITED`] for no limit).
     pub(crate) fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Acquire)
     }

@@ -171,8 +171,7 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     let start = Instant::now();
     let rev = &req.route.rev;
     let mut done = Completion::new(start, rev.clone());
-    // Before queueing: the autoscaler must see queued requests as concurrency.
-    done.request = Some(h.reporter.track(&rev.key));
+    done.track(&h.reporter);
     client.buf.advance(req.head_len);
     let clock = Clock::of(&req.route, start);
     // Nothing is written before the response head, so the next deadline stays put.

@@ -164,8 +164,7 @@ impl Handler {
             }
         };
         let mut done = Completion::new(start, route.rev.clone());
-        // Before queueing: the autoscaler must see queued requests as concurrency.
-        done.request = Some(inner.reporter.track(&route.rev.key));
+        done.track(&inner.reporter);
         let clock = Clock::of(&route, start);
         // Nothing is written before the response head, so the next deadline stays put.
         let (deadline, expiry) = clock.next();
