@@ -163,26 +163,15 @@ revisions:
             .await
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while status().await.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "admin port never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("the admin port", async || status().await.is_some()).await;
     // Traffic: a cold request held (queue full: a second one is rejected), served, then warm.
     let cold = tokio::spawn(async move { try_exchange(http, get, WAIT).await });
-    while status()
-        .await
-        .is_none_or(|d| d["activator"]["revisions"][0]["queued"] != 1)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cold request was never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("the cold request queued", async || {
+        status()
+            .await
+            .is_some_and(|d| d["activator"]["revisions"][0]["queued"] == 1)
+    })
+    .await;
     let rejected = try_exchange(http, get, WAIT).await.unwrap();
     assert_eq!(rejected.0, 503, "{rejected:?}");
     assert_eq!(cold.await.unwrap().unwrap().0, 200);
