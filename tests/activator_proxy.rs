@@ -408,7 +408,7 @@ async fn cold_start_is_released_by_a_config_edit_in_arrival_order() {
         Mode::Activator,
         &config(
             "",
-            &[revision("cold", "    container_concurrency: 1\n", &[])],
+            &[revision("fifo", "    container_concurrency: 1\n", &[])],
         ),
     )
     .await;
@@ -417,18 +417,18 @@ async fn cold_start_is_released_by_a_config_edit_in_arrival_order() {
         let addr = app.http();
         waiters.push(tokio::spawn(async move {
             let req = Request::get(format!("http://{addr}/slow?ms=20"))
-                .header("host", "cold.default")
+                .header("host", "fifo.default")
                 .header("x-seq", i.to_string())
                 .body(Full::default())
                 .unwrap();
             send(req).await
         }));
-        wait_metric(&app, &queued("cold"), |v| v == f64::from(i + 1)).await;
+        wait_metric(&app, &queued("fifo"), |v| v == f64::from(i + 1)).await;
     }
     app.write_config(&config(
         "",
         &[revision(
-            "cold",
+            "fifo",
             "    container_concurrency: 1\n",
             &[echo.addr],
         )],
@@ -445,10 +445,10 @@ async fn cold_start_is_released_by_a_config_edit_in_arrival_order() {
     }
     assert_eq!(*echo.seqs.lock(), vec!["0", "1", "2"]);
     let m = metrics(&app).await;
-    assert!(m.contains("kactivator_cold_start_seconds_count{k8s_namespace_name=\"default\",kn_revision_name=\"cold\"} 3"), "{m}");
+    assert!(m.contains("kactivator_cold_start_seconds_count{k8s_namespace_name=\"default\",kn_revision_name=\"fifo\"} 3"), "{m}");
 
     // Warm now: no cold-start header.
-    let r = get_host(&app, "/", "cold.default").await;
+    let r = get_host(&app, "/", "fifo.default").await;
     assert_eq!(r.status, 200);
     assert!(!r.headers.contains_key("x-kactivator-cold-start"));
     app.shutdown().await.unwrap();
