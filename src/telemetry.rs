@@ -2,6 +2,8 @@
 //! can be changed after start-up (Knative's `config-logging` ConfigMap, see [`config_logging`]).
 
 pub mod config_logging;
+pub mod otel;
+pub(crate) mod propagation;
 
 use std::fmt;
 
