@@ -8,4 +8,5 @@ pub mod backend;
 pub mod binary;
 pub mod h2;
 pub mod mixer;
+pub mod otlp;
 pub mod wire;
