@@ -113,7 +113,14 @@ impl Adapter {
             connect,
             MAX_ENDPOINT_CLIENTS,
         );
-        let shared = Shared::new(ctx.config.clone(), healthy, ctx.drain.clone(), targets);
+        let traces = crate::telemetry::otel::Traces::from_config(&cfg.tracing);
+        let shared = Shared::new(
+            ctx.config.clone(),
+            healthy,
+            ctx.drain.clone(),
+            targets,
+            traces,
+        );
         Ok(Self {
             listener,
             drain: ctx.drain.clone(),

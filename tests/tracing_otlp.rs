@@ -287,3 +287,63 @@ async fn a_collector_that_never_answers_slows_no_request_and_drops_are_counted()
     // 51 requests × 3 spans, at most 8 queued and 4 in the hung export.
     assert!(n >= 51 * 3 - 12, "{dropped}");
 }
+
+#[tokio::test]
+async fn adapter_checks_get_a_span_saying_whether_they_were_held() {
+    use kactivator::cli::Mode;
+    use support::{app, autoscaler::FakeAutoscaler, mixer::*};
+
+    let receiver = Receiver::start().await;
+    let fake = FakeAutoscaler::start().await;
+    let yaml = format!(
+        "autoscaler:\n  url: {}\ndiscovery: static\nadapter:\n  hold_until_ready: 200ms\n\
+         tracing:\n  endpoint: {}\n  service_name: adapter\nrevisions:\n  - name: hello\n    \
+         namespace: default\n    hosts: [hello.example.com]\n",
+        fake.url(),
+        receiver.endpoint()
+    );
+    let app = app::start(Mode::Adapter, &yaml).await;
+    let ch = channel(app.addrs.grpc.unwrap()).await;
+    raw_call(
+        ch.clone(),
+        EXT_AUTHZ_PATH,
+        ext_authz_request("hello.example.com", &[]),
+    )
+    .await
+    .unwrap();
+    raw_call(
+        ch,
+        AUTHORIZATION_PATH,
+        authorization_request("default", "hello-private", ""),
+    )
+    .await
+    .unwrap();
+    // The default batch delay (5 s) applies in-process.
+    let deadline = Instant::now() + WAIT;
+    let spans = loop {
+        let spans = receiver.spans();
+        if spans.len() >= 2 {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "got {spans:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut names: Vec<_> = spans.iter().map(|r| r.span.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["ext_authz.Check", "mixer.HandleAuthorization"]);
+    for r in &spans {
+        assert_eq!(r.service, "adapter");
+        assert_eq!(r.attr("kn.revision.name").as_deref(), Some("hello"));
+        assert_eq!(r.attr("kactivator.held").as_deref(), Some("true"));
+        assert_eq!(
+            r.attr("kactivator.hold.outcome").as_deref(),
+            Some("expired")
+        );
+        assert!(
+            r.duration() >= Duration::from_millis(190),
+            "{:?}",
+            r.duration()
+        );
+    }
+    app.shutdown().await.unwrap();
+}

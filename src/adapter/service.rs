@@ -2,6 +2,10 @@
 
 use std::sync::Arc;
 
+use opentelemetry::{
+    KeyValue,
+    trace::{Span as _, SpanKind, Tracer as _},
+};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -14,6 +18,7 @@ use super::{
 };
 use crate::{
     config::SharedConfig, drain::Drain, endpoints::Endpoints, metrics, revision::RevisionKey,
+    telemetry::otel::Traces,
 };
 
 /// Shared state of the adapter's services. Cheap to clone.
@@ -28,6 +33,8 @@ struct Inner {
     targets: Targets,
     pokes: Pokes,
     hosts: HostIndex,
+    /// Present when traces are on.
+    traces: Option<Traces>,
 }
 
 impl Shared {
@@ -36,6 +43,7 @@ impl Shared {
         healthy: watch::Receiver<Endpoints>,
         drain: Drain,
         targets: Targets,
+        traces: Option<Traces>,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -44,6 +52,7 @@ impl Shared {
             targets,
             pokes: Pokes::default(),
             hosts: HostIndex::default(),
+            traces,
         }))
     }
 
@@ -94,10 +103,31 @@ impl Shared {
         );
     }
 
-    /// Holds a CHECK per `hold_until_ready`.
+    /// Holds a CHECK per `hold_until_ready`; with traces on, in a span of the call (the
+    /// revision, whether it was held and how the hold ended).
     pub(crate) async fn hold(&self, api: Api, key: &RevisionKey, cfg: &SharedConfig) {
         let limit = cfg.adapter.hold_until_ready;
+        let span = self.0.traces.as_ref().map(|traces| {
+            let name = match api {
+                Api::ExtAuthz => "ext_authz.Check",
+                Api::Authorization | Api::Metric => "mixer.HandleAuthorization",
+            };
+            traces
+                .tracer()
+                .span_builder(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("kn.revision.name", key.name().to_owned()),
+                    KeyValue::new("k8s.namespace.name", key.namespace().to_owned()),
+                ])
+                .start(traces.tracer())
+        });
         let outcome = hold(&self.0.healthy, key, limit, &self.0.drain).await;
+        if let Some(mut span) = span {
+            span.set_attribute(KeyValue::new("kactivator.held", outcome != Hold::NotNeeded));
+            span.set_attribute(KeyValue::new("kactivator.hold.outcome", outcome.as_str()));
+            span.end();
+        }
         if outcome == Hold::Expired {
             ::metrics::counter!(metrics::ADAPTER_HOLD_EXPIRED, "api" => api.as_str()).increment(1);
             debug!(revision = %key, ?limit, "No ready pod within hold_until_ready; allowing");
