@@ -347,3 +347,46 @@ async fn adapter_checks_get_a_span_saying_whether_they_were_held() {
     }
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn config_observability_is_read_from_the_api_server() {
+    use kactivator::{config::TracingConfig, telemetry::config_observability::overlay};
+    use support::apiserver::{FakeApiServer, config_map};
+
+    let api = FakeApiServer::start().await;
+    let mut cfg = TracingConfig::default();
+    // Absent: nothing changes.
+    overlay(
+        api.client(),
+        "knative-serving",
+        "config-observability",
+        &mut cfg,
+    )
+    .await;
+    assert_eq!(cfg, TracingConfig::default());
+    api.apply(config_map(
+        "knative-serving",
+        "config-observability",
+        &[
+            ("tracing-protocol", "grpc"),
+            (
+                "tracing-endpoint",
+                "http://otel-collector.observability:4317",
+            ),
+            ("tracing-sampling-rate", "0.25"),
+        ],
+    ));
+    overlay(
+        api.client(),
+        "knative-serving",
+        "config-observability",
+        &mut cfg,
+    )
+    .await;
+    assert_eq!(
+        cfg.endpoint.as_deref(),
+        Some("http://otel-collector.observability:4317")
+    );
+    assert_eq!(cfg.sampling_rate, 0.25);
+    assert_eq!(cfg.service_name, "kactivator");
+}
