@@ -53,12 +53,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         if let Some(pod) = in_pod {
-            // Before the listeners: their tracer is built once (at most a 3 s wait).
-            telemetry::config_observability::apply_in_pod(
-                &pod.system_namespace,
-                &mut config.tracing,
-            )
-            .await;
+            // Before the listeners: their tracer is built once (at most a 3 s wait). The
+            // autoscaler mode creates no spans.
+            if cli.mode != kactivator::cli::Mode::Autoscaler {
+                telemetry::config_observability::apply_in_pod(
+                    &pod.system_namespace,
+                    &mut config.tracing,
+                )
+                .await;
+            }
             // In the background: start-up does not wait for the API server.
             telemetry::config_logging::spawn(log_level, pod.system_namespace, pod.config_logging);
         }
