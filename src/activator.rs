@@ -23,6 +23,7 @@ mod stats;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
+mod trace;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ impl Activator {
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");
         let handler = Handler::new(
+            crate::telemetry::otel::Traces::from_config(&cfg.tracing),
             throttler,
             cfg.activator.connect_timeout,
             reporter,

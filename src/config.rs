@@ -15,7 +15,7 @@ pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
-pub use file::{KubernetesConfig, MeshMode};
+pub use file::{KubernetesConfig, MeshMode, TracingConfig};
 pub use pod::{InPod, PodEnv};
 
 use crate::revision::{RevisionKey, is_dns_label};

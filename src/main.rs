@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let env = PodEnv::read();
-    let (config, source) = match config::load(cli.config.as_deref(), &env) {
+    let (mut config, source) = match config::load(cli.config.as_deref(), &env) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("kactivator: invalid config: {error}");
@@ -53,6 +53,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         if let Some(pod) = in_pod {
+            // Before the listeners: their tracer is built once (at most a 3 s wait). The
+            // autoscaler mode creates no spans.
+            if cli.mode != kactivator::cli::Mode::Autoscaler {
+                telemetry::config_observability::apply_in_pod(
+                    &pod.system_namespace,
+                    &mut config.tracing,
+                )
+                .await;
+            }
             // In the background: start-up does not wait for the API server.
             telemetry::config_logging::spawn(log_level, pod.system_namespace, pod.config_logging);
         }

@@ -78,8 +78,7 @@ impl Breaker {
         }
     }
 
-    /// Requests waiting for capacity now.
-    #[cfg(test)]
+    /// Requests waiting for capacity now (the queue depth a new request's trace records).
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }

@@ -8,5 +8,6 @@ pub mod backend;
 pub mod binary;
 pub mod h2;
 pub mod mixer;
+pub mod otlp;
 pub mod wait;
 pub mod wire;
