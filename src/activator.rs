@@ -7,6 +7,7 @@
 
 mod body;
 mod breaker;
+mod cold_starts;
 mod connection;
 pub mod error;
 pub(crate) mod h1;
@@ -20,13 +21,14 @@ mod retry;
 mod revision;
 mod server;
 mod stats;
+mod status;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
 mod trace;
 pub(crate) mod upstream;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -47,11 +49,12 @@ use self::{
 /// Errors of the activator mode.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot bind {addr}: {source}")]
+    // The cause is part of the message, not a `source()`: a chain printer would repeat it.
+    #[error("cannot bind {key} {addr}: {error}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -66,6 +69,7 @@ pub struct Activator {
     max_connections: usize,
     drain: Drain,
     tunnels: TaskTracker,
+    status: Arc<status::ActivatorSource>,
 }
 
 /// File descriptors kept for everything but client connections: listeners, the admin port's
@@ -113,14 +117,19 @@ impl Activator {
         backends: Backends,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
-        let bind = |addr: SocketAddr| async move {
+        let bind = |key, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| Error::Bind { addr, source })
+                .map_err(|error| Error::Bind { key, addr, error })
         };
-        let http = bind(cfg.listen.http).await?;
-        let h2c = bind(cfg.listen.h2c).await?;
+        let http = bind("listen.http", cfg.listen.http).await?;
+        let h2c = bind("listen.h2c", cfg.listen.h2c).await?;
         let throttler = Throttler::spawn(ctx.config.clone(), revisions, backends.pods());
+        let status = Arc::new(status::ActivatorSource {
+            throttler: throttler.clone(),
+            discovered: backends.discovered(),
+            healthy: backends.pods(),
+        });
         let tunnels = TaskTracker::new();
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");
@@ -141,7 +150,13 @@ impl Activator {
             max_connections,
             drain: ctx.drain.clone(),
             tunnels,
+            status,
         })
+    }
+
+    /// The activator's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        self.status.clone()
     }
 
     /// (`listen.http`, `listen.h2c`) as bound.
@@ -164,6 +179,7 @@ impl Activator {
             max_connections,
             drain,
             tunnels,
+            status: _,
         } = self;
         tokio::join!(
             server::serve(

@@ -15,6 +15,7 @@ mod mixer;
 mod params;
 mod poke;
 mod service;
+mod status;
 mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -28,7 +29,7 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
 
-pub use self::tls::{ENV_CERT, ENV_CLIENT_CA, ENV_KEY, TlsError};
+pub use self::tls::{ENV_CERT, ENV_CLIENT_CA, ENV_KEY, TlsError, load as load_tls};
 use self::{ext_authz::ExtAuthz, mixer::Mixer, params::Targets, poke::Sink, service::Shared};
 use crate::{
     autoscaler::{AutoscalerClient, ClientConfig},
@@ -51,16 +52,16 @@ const MAX_ENDPOINT_CLIENTS: usize = 16;
 /// Errors of the adapter mode.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot bind {addr}: {source}")]
+    // Causes are part of the messages, not `source()`s: a chain printer would repeat them.
+    #[error("cannot bind listen.grpc {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("adapter gRPC server failed: {0}")]
-    Serve(#[source] tonic::transport::Error),
+    Serve(tonic::transport::Error),
 }
 
 /// The adapter with its gRPC listener bound.
@@ -85,14 +86,11 @@ impl Adapter {
         routes: watch::Receiver<Routes>,
     ) -> Result<Self, Error> {
         let cfg = ctx.current();
-        let tls = match tls::files(cfg.adapter.tls.as_ref(), |k| std::env::var(k).ok())? {
-            Some(files) => Some(tls::server_config(&files)?),
-            None => None,
-        };
+        let tls = tls::load(cfg.adapter.tls.as_ref())?;
         let addr = cfg.listen.grpc;
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| Error::Bind { addr, source })?;
+            .map_err(|error| Error::Bind { addr, error })?;
         let exit = CancellationToken::new();
         let connect: params::Connect = {
             let (encoding, send_queue) = (cfg.autoscaler.encoding, cfg.autoscaler.send_queue);
@@ -133,6 +131,11 @@ impl Adapter {
             max_connection_age: cfg.adapter.max_connection_age,
             exit,
         })
+    }
+
+    /// The adapter's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        Arc::new(status::AdapterSource(self.shared.clone()))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -179,7 +182,9 @@ impl Adapter {
         }
         let mixer = Mixer::new(shared.clone());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        info!(addr = ?incoming.local_addr().ok(), "Adapter serving gRPC");
+        if let Ok(addr) = incoming.local_addr() {
+            info!(%addr, "Adapter serving gRPC");
+        }
         let served = server
             .add_service(health)
             .add_service(HandleAuthorizationServiceServer::new(mixer.clone()))

@@ -1,4 +1,5 @@
-//! Admin server on its own port: Prometheus `/metrics`, liveness `/healthz`, readiness `/readyz`.
+//! Admin server on its own port: Prometheus `/metrics`, liveness `/healthz`, readiness `/readyz`,
+//! the status page `/` and its document `/status.json`.
 
 use std::{
     net::SocketAddr,
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::drain::Drain;
+use crate::{drain::Drain, status::Status};
 
 /// Whether this process should receive traffic: started, discovery synced, and not draining.
 #[derive(Clone, Debug, Default)]
@@ -67,15 +68,57 @@ impl Readiness {
 struct AdminState {
     metrics: PrometheusHandle,
     readiness: Readiness,
+    status: Arc<Status>,
 }
 
+/// The status page: one self-contained file (inline CSS and script, no external assets).
+const STATUS_PAGE: &str = include_str!("status.html");
+
 /// The admin router (exposed for tests that drive it without a socket).
-pub fn router(metrics: PrometheusHandle, readiness: Readiness) -> Router {
+pub fn router(metrics: PrometheusHandle, readiness: Readiness, status: Status) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/status.json", get(status_json))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(AdminState { metrics, readiness })
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            status: Arc::new(status),
+        })
+}
+
+async fn status_page() -> ([(&'static str, &'static str); 3], &'static str) {
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            ("cache-control", "no-store"),
+            // Everything is inline; nothing may be loaded from elsewhere.
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+}
+
+async fn status_json(
+    State(s): State<AdminState>,
+) -> (StatusCode, [(&'static str, &'static str); 2], String) {
+    let headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    match serde_json::to_string(&s.status.document()) {
+        Ok(body) => (StatusCode::OK, headers, body),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            headers,
+            format!("{{\"error\":{:?}}}", error.to_string()),
+        ),
+    }
 }
 
 async fn render_metrics(
@@ -101,19 +144,31 @@ async fn ready(State(s): State<AdminState>) -> (StatusCode, &'static str) {
 #[derive(Debug)]
 pub struct Admin {
     listener: TcpListener,
-    router: Router,
+    metrics: PrometheusHandle,
+    readiness: Readiness,
+    status: Status,
 }
 
 impl Admin {
+    /// Binds the port; the mode's status sources are added with [`Self::status`] before
+    /// [`Self::run`].
     pub async fn bind(
         addr: SocketAddr,
         metrics: PrometheusHandle,
         readiness: Readiness,
+        mode: &'static str,
     ) -> std::io::Result<Self> {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
-            router: router(metrics, readiness),
+            metrics,
+            readiness,
+            status: Status::new(mode),
         })
+    }
+
+    /// The document `/status.json` serves, for the mode to add its sources to.
+    pub fn status(&mut self) -> &mut Status {
+        &mut self.status
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -126,7 +181,8 @@ impl Admin {
         let addr = self.listener.local_addr()?;
         info!(%addr, "Admin server listening");
         // A periodic upkeep keeps histogram summaries bounded (metrics-exporter-prometheus).
-        axum::serve(self.listener, self.router)
+        let router = router(self.metrics, self.readiness, self.status);
+        axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     }

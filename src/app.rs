@@ -42,6 +42,47 @@ pub struct Addrs {
     pub autoscaler: Option<SocketAddr>,
 }
 
+impl std::fmt::Display for Addrs {
+    /// `admin 127.0.0.1:9090, http 127.0.0.1:8012, …`: the bound listeners only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = [
+            ("admin", self.admin),
+            ("http", self.http),
+            ("h2c", self.h2c),
+            ("grpc", self.grpc),
+            ("autoscaler", self.autoscaler),
+        ];
+        let mut sep = "";
+        for (name, addr) in all {
+            if let Some(addr) = addr {
+                write!(f, "{sep}{name} {addr}")?;
+                sep = ", ";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What start-up would reject before serving, for `--check-config` and the binary's start:
+/// the config's rules for this mode, and in adapter mode the TLS files, read and parsed by
+/// the adapter's own loader.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::adapter::TlsError),
+}
+
+/// Checks `config` for a process of `mode` without binding anything.
+pub fn check(mode: Mode, config: &Config) -> Result<(), CheckError> {
+    config.check(mode)?;
+    if mode == Mode::Adapter {
+        crate::adapter::load_tls(config.adapter.tls.as_ref())?;
+    }
+    Ok(())
+}
+
 /// A process with every listener bound, not yet serving.
 #[derive(Debug)]
 pub struct App {
@@ -70,6 +111,7 @@ enum Running {
 impl App {
     /// Builds the shared pieces and binds every listener the mode needs.
     pub async fn bind(mode: Mode, config: Config, path: Option<PathBuf>) -> anyhow::Result<Self> {
+        config.check(mode)?;
         let handle = metrics::install();
         let drain = Drain::new();
         let readiness = Readiness::new(drain.clone());
@@ -78,7 +120,7 @@ impl App {
         metrics::spawn_upkeep(handle.clone(), exit.clone());
         let pod_name: Arc<str> = config.resolved_pod_name().into();
         let listen = config.listen.clone();
-        let config_rx = reload::spawn(path, config.clone(), exit.clone());
+        let config_rx = reload::spawn(path, config.clone(), mode, exit.clone());
         let ctx = Context {
             config: config_rx,
             drain: drain.clone(),
@@ -86,9 +128,15 @@ impl App {
             pod_name,
         };
 
-        let admin = Admin::bind(listen.admin, handle, readiness)
+        let admin_addr = listen.admin(mode);
+        let mode_name = match mode {
+            Mode::Activator => "activator",
+            Mode::Adapter => "adapter",
+            Mode::Autoscaler => "autoscaler",
+        };
+        let mut admin = Admin::bind(admin_addr, handle, readiness, mode_name)
             .await
-            .with_context(|| format!("cannot bind listen.admin {}", listen.admin))?;
+            .with_context(|| format!("cannot bind listen.admin {admin_addr}"))?;
         let mut addrs = Addrs {
             admin: Some(admin.local_addr()?),
             ..Addrs::default()
@@ -101,6 +149,7 @@ impl App {
                 .await
                 .with_context(|| format!("cannot bind listen.autoscaler {}", listen.autoscaler))?;
             addrs.autoscaler = Some(local.local_addr());
+            admin.status().add(local.status_source());
             Some(local)
         } else {
             None
@@ -124,6 +173,7 @@ impl App {
                     },
                     stats_exit.clone(),
                 );
+                admin.status().add(Arc::new(client.clone()));
                 let discovered =
                     discover(&ctx, &config, mode, local.as_ref(), exit.clone()).await?;
                 revisions = Some(discovered.revisions.clone());
@@ -137,6 +187,7 @@ impl App {
                     let reporter = ConcurrencyReporter::spawn(client, stats_exit.clone());
                     let activator =
                         Activator::bind(&ctx, reporter, discovered.revisions, backends).await?;
+                    admin.status().add(activator.status_source());
                     let (http, h2c) = activator.local_addrs();
                     addrs.http = Some(http);
                     addrs.h2c = Some(h2c);
@@ -144,6 +195,7 @@ impl App {
                 } else {
                     let adapter =
                         Adapter::bind(&ctx, client, backends.healthy(), discovered.routes).await?;
+                    admin.status().add(adapter.status_source());
                     addrs.grpc = Some(adapter.local_addr());
                     Running::Adapter(adapter)
                 }
@@ -183,7 +235,7 @@ impl App {
             exit,
             stats_exit,
         } = self;
-        info!(?addrs, "kactivator started");
+        info!(listening = %addrs, "kactivator started");
         let drain = ctx.drain.clone();
         // Stopped last (at `exit`): probes and scrapes see the whole drain.
         let mut admin_task = tokio::spawn(admin.run(exit.clone()));

@@ -15,12 +15,13 @@ mod remote;
 mod reporter;
 pub mod scaler;
 mod server;
+mod status;
 pub mod supervisor;
 pub mod wire;
 
 use std::sync::Arc;
 
-pub use client::{AutoscalerClient, POKE_MEMORY};
+pub use client::{AutoscalerClient, Link, POKE_MEMORY};
 pub use local::LocalAutoscaler;
 pub use remote::{RevisionEndpoints, Snapshot, remote_endpoints};
 pub use reporter::{ConcurrencyReporter, REPORT_INTERVAL, RequestGuard};

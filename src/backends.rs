@@ -57,6 +57,8 @@ const HEALTHY_PROBES_PER_SECOND: u64 = 500;
 /// Handle to the prober task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backends {
+    /// What discovery found (probed or not), for the status page.
+    discovered: watch::Receiver<Endpoints>,
     healthy: watch::Receiver<Endpoints>,
     pods: watch::Receiver<Pods>,
     eject: mpsc::Sender<(RevisionKey, SocketAddr)>,
@@ -77,7 +79,7 @@ impl Backends {
         let writer = Writer {
             config,
             revisions,
-            discovered,
+            discovered: discovered.clone(),
             healthy: healthy_tx,
             pods: pods_tx,
             results_tx,
@@ -93,10 +95,16 @@ impl Backends {
         // Detached: it stops on `exit`, and its probers stop with it.
         tokio::spawn(writer.run(results_rx, eject_rx));
         Self {
+            discovered,
             healthy,
             pods,
             eject,
         }
+    }
+
+    /// Every discovered endpoint, healthy or still being probed.
+    pub fn discovered(&self) -> watch::Receiver<Endpoints> {
+        self.discovered.clone()
     }
 
     /// Endpoints that passed a probe and were not ejected since.

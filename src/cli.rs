@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, ValueEnum, builder::BoolishValueParser};
 
 /// kactivator: Knative-style scale-from-zero for a service mesh.
 #[derive(Debug, Clone, Parser)]
@@ -17,7 +17,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Validate the config and exit: 0 when valid, 64 when not.
-    #[arg(long, env = "KACTIVATOR_CHECK_CONFIG")]
+    // The environment twin takes what shells and manifests write: 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "KACTIVATOR_CHECK_CONFIG", value_parser = BoolishValueParser::new())]
     pub check_config: bool,
 
     /// Log format. Default: json with the in-pod defaults (no config file, in a pod), else text.
@@ -34,6 +35,16 @@ pub enum Mode {
     Adapter,
     /// Single-machine autoscaler (Knative stats protocol, local processes).
     Autoscaler,
+}
+
+impl std::fmt::Display for Mode {
+    /// The name `--mode` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => std::fmt::Debug::fmt(self, f),
+        }
+    }
 }
 
 /// `--log-format`.
@@ -70,6 +81,22 @@ mod tests {
         assert_eq!(cli.mode, Mode::Activator);
         assert_eq!(cli.config, None);
         assert_eq!(cli.log_format, None);
+    }
+
+    #[test]
+    fn boolean_environment_twins_take_1_and_0() {
+        let parse = |value: &'static str| {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            // `mut_arg` sets what the environment would, without touching the process's.
+            let cmd = cmd.mut_arg("check_config", |a| a.default_value(value));
+            let matches = cmd.try_get_matches_from(["kactivator"]).expect("valid");
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+                .expect("valid")
+                .check_config
+        };
+        for (value, want) in [("1", true), ("0", false), ("true", true), ("no", false)] {
+            assert_eq!(parse(value), want, "{value}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Configuration: the file schema, validation with key-naming errors, and hot reload.
 
+mod addr;
 mod file;
 pub mod pod;
 pub mod reload;
@@ -7,18 +8,22 @@ pub mod reload;
 use std::{
     collections::HashMap,
     fmt,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
+pub use file::{ADMIN, ADMIN_AUTOSCALER, KubernetesConfig, MeshMode, TracingConfig};
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,
 };
-pub use file::{KubernetesConfig, MeshMode, TracingConfig};
 pub use pod::{InPod, PodEnv};
 
-use crate::revision::{RevisionKey, is_dns_label};
+use crate::{
+    cli::Mode,
+    revision::{RevisionKey, is_dns_label},
+};
 
 /// The file the binary reads when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "kactivator.yaml";
@@ -26,12 +31,19 @@ pub const DEFAULT_FILE: &str = "kactivator.yaml";
 /// A configuration that could not be loaded. Each message names the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    // The cause is part of the message, not a `source()`: a chain printer (`{:#}`) would
+    // print it twice.
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error(
+        "{}: the file holds no settings (empty, or comments only) and is not applied; \
+         write `{{}}` for the built-in defaults",
+        path.display()
+    )]
+    Empty { path: PathBuf },
     #[error("{key}: {message}")]
     Parse { key: String, message: String },
     #[error("{key}: {message}")]
@@ -102,11 +114,11 @@ pub fn load(path: Option<&Path>, env: &PodEnv) -> Result<(Config, Source), Error
     let Some(path) = path else {
         return defaults(env);
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+    let text = std::fs::read_to_string(&path).map_err(|error| Error::Read {
         path: path.clone(),
-        source,
+        error,
     })?;
-    Ok((Config::parse(&text)?, Source::File(path)))
+    Ok((Config::parse_file(&path, &text)?, Source::File(path)))
 }
 
 /// The defaults for a start without a config file.
@@ -126,10 +138,21 @@ fn defaults(env: &PodEnv) -> Result<(Config, Source), Error> {
 }
 
 impl Config {
-    /// Parses and validates YAML text.
+    /// Parses and validates the text of the file at `path`. A file with no settings at all is
+    /// an error: a writer that truncates the file before writing it again must never get an
+    /// empty (all-defaults, no revisions) config applied; `{}` asks for the defaults.
+    pub fn parse_file(path: &Path, text: &str) -> Result<Self, Error> {
+        if !Document::read(text).has_settings() {
+            return Err(Error::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::parse(text)
+    }
+
+    /// Parses and validates YAML text; a text with no settings is the built-in defaults.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        // An empty file is a valid, all-defaults configuration.
-        if text.trim().is_empty() {
+        if !Document::read(text).has_settings() {
             let cfg = Config::default();
             cfg.validate()?;
             return Ok(cfg);
@@ -137,10 +160,15 @@ impl Config {
         let de = serde_norway::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            Error::Parse {
-                key: if key == "." { "config".into() } else { key },
-                message: e.into_inner().to_string(),
-            }
+            let key = if key == "." { "config".into() } else { key };
+            let message = e.into_inner().to_string();
+            // The YAML parser starts its message with the path it was at, which `key` already
+            // says (and better: with list indices); say it once.
+            let message = match message.split_once(": ") {
+                Some((path, rest)) if key.starts_with(path) => rest.to_string(),
+                _ => message,
+            };
+            Error::Parse { key, message }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -290,12 +318,6 @@ impl Config {
                     "must be a number greater than 0",
                 ));
             }
-            if self.discovery == DiscoveryKind::Local && r.command.is_empty() {
-                return Err(Error::invalid(
-                    at("command"),
-                    "is required with `discovery: local`",
-                ));
-            }
             if r.startup_timeout.is_zero() {
                 return Err(Error::invalid(
                     at("startup_timeout"),
@@ -305,6 +327,67 @@ impl Config {
         }
         // Last, so that a bad revision name is reported as such rather than as a bad Service name.
         self.validate_kubernetes()
+    }
+
+    /// The rules that depend on the mode the file is used in: what this process binds and
+    /// whether it starts pods. Checked at start-up, by `--check-config` and on every reload.
+    pub fn check(&self, mode: Mode) -> Result<(), Error> {
+        self.check_listeners(mode)?;
+        // Activator and adapter: `discovery` says where pods come from. The autoscaler mode
+        // starts every revision's `command`, whatever `discovery` says.
+        if mode == Mode::Autoscaler {
+            return Ok(());
+        }
+        for (i, r) in self.revisions.iter().enumerate() {
+            if self.discovery != DiscoveryKind::Local && !r.command.is_empty() {
+                // Else the embedded autoscaler would start a pod no request ever reaches.
+                return Err(Error::invalid(
+                    format!("revisions[{i}].command"),
+                    "only used with `discovery: local`",
+                ));
+            }
+            if self.discovery == DiscoveryKind::Local
+                && self.autoscaler.url.is_none()
+                && r.command.is_empty()
+            {
+                return Err(Error::invalid(
+                    format!("revisions[{i}].command"),
+                    "is required with `discovery: local` and the embedded autoscaler \
+                     (no `autoscaler.url`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Two listeners of the mode on one address would fail at bind time; say which keys.
+    fn check_listeners(&self, mode: Mode) -> Result<(), Error> {
+        let listeners = self.listeners(mode);
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| clash(*a, *addr)) {
+                return Err(Error::invalid(
+                    *key,
+                    format!("{addr} is also {other}: each listener needs its own address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listeners a process of `mode` binds, by key. The local autoscaler is embedded in
+    /// the activator and adapter modes when `autoscaler.url` is absent.
+    pub fn listeners(&self, mode: Mode) -> Vec<(&'static str, SocketAddr)> {
+        let l = &self.listen;
+        let mut out = vec![("listen.admin", l.admin(mode))];
+        match mode {
+            Mode::Activator => out.extend([("listen.http", l.http), ("listen.h2c", l.h2c)]),
+            Mode::Adapter => out.push(("listen.grpc", l.grpc)),
+            Mode::Autoscaler => {}
+        }
+        if mode == Mode::Autoscaler || self.autoscaler.url.is_none() {
+            out.push(("listen.autoscaler", l.autoscaler));
+        }
+        out
     }
 
     /// The `kubernetes:` section; revisions are checked against it only with `discovery: kubernetes`.
@@ -376,11 +459,49 @@ impl Config {
     }
 }
 
+/// The top level of a config file as plain YAML: what it spells out, as opposed to what the
+/// defaults fill in.
+#[derive(Debug)]
+pub struct Document(Option<serde_norway::Value>);
+
+impl Document {
+    /// Reads `text`; text that is not YAML reads as a document whose keys are unknown.
+    pub fn read(text: &str) -> Self {
+        Self(serde_norway::from_str(text).ok())
+    }
+
+    /// False for empty text, whitespace, comments only, or a lone `null`/`~`.
+    pub fn has_settings(&self) -> bool {
+        !matches!(self.0, Some(serde_norway::Value::Null))
+    }
+
+    /// Whether the top level spells out `key` (`revisions: []` does, an absent key does not).
+    pub fn has_key(&self, key: &str) -> bool {
+        match &self.0 {
+            Some(value) => value.get(key).is_some(),
+            // Unreadable as YAML: the parser reports it; assume the key is there.
+            None => true,
+        }
+    }
+}
+
 impl RevisionConfig {
     /// The key of this revision.
     pub fn key(&self) -> RevisionKey {
         RevisionKey::new(&self.namespace, &self.name)
     }
+}
+
+/// Whether binding both addresses would fail: the same port (not 0) on the same IP, or on an
+/// unspecified IP that covers the other (`0.0.0.0` covers IPv4, `[::]` covers both on Linux).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
 }
 
 fn is_dns_name(s: &str) -> bool {

@@ -36,4 +36,5 @@ pub mod metrics;
 pub mod proto;
 pub mod revision;
 pub mod revisions;
+pub mod status;
 pub mod telemetry;

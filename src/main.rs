@@ -5,8 +5,8 @@ use std::{fmt::Write as _, path::Path, process::ExitCode};
 
 use clap::Parser;
 use kactivator::{
-    app::App,
-    cli::{Cli, LogFormat},
+    app::{self, App},
+    cli::{Cli, LogFormat, Mode},
     config::{self, Config, PodEnv, Source},
     drain, telemetry,
 };
@@ -14,13 +14,22 @@ use kactivator::{
 /// `EX_USAGE`: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
 
+/// How long the runtime's last tasks get to stop once `main` is done with it.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     if std::env::var_os(kactivator::demo::ENV).is_some() {
         return kactivator::demo::main();
     }
     let cli = Cli::parse();
     let env = PodEnv::read();
-    let (mut config, source) = match config::load(cli.config.as_deref(), &env) {
+    // One crypto provider for every TLS user (adapter server, future clients): ring. Before
+    // the check, which builds the adapter's TLS acceptor.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let loaded = config::load(cli.config.as_deref(), &env)
+        .map_err(app::CheckError::from)
+        .and_then(|(config, source)| app::check(cli.mode, &config).map(|()| (config, source)));
+    let (mut config, source) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("kactivator: invalid config: {error}");
@@ -28,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        print!("{}", report(&source, &config));
+        print!("{}", report(cli.mode, &source, &config));
         return ExitCode::SUCCESS;
     }
     let in_pod = source.in_pod().cloned();
@@ -38,9 +47,7 @@ fn main() -> ExitCode {
         LogFormat::Text
     });
     let log_level = telemetry::init(format);
-    tracing::info!(mode = ?cli.mode, config = %source, "Configuration loaded");
-    // One crypto provider for every TLS user (adapter server, future clients): ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing::info!(mode = %cli.mode, config = %source, "Configuration loaded");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,6 +80,9 @@ fn main() -> ExitCode {
         })
         .await
     });
+    // Stops whatever start-up had spawned before it failed (the stats client, the config
+    // watch), so that the error below is the last line, not followed by their complaints.
+    runtime.shutdown_timeout(RUNTIME_STOP);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -84,14 +94,24 @@ fn main() -> ExitCode {
 
 /// `--check-config`'s answer: where the config came from, and the settings an operator of a
 /// zero-config pod most needs to see.
-fn report(source: &Source, cfg: &Config) -> String {
+fn report(mode: Mode, source: &Source, cfg: &Config) -> String {
     let mut out = format!("kactivator: config ok: {source}\n");
     let l = &cfg.listen;
     let _ = writeln!(
         out,
         "  listen: http {}, h2c {}, admin {}, grpc {}, autoscaler {}",
-        l.http, l.h2c, l.admin, l.grpc, l.autoscaler
+        l.http,
+        l.h2c,
+        l.admin(mode),
+        l.grpc,
+        l.autoscaler
     );
+    let binds: Vec<String> = cfg
+        .listeners(mode)
+        .iter()
+        .map(|(key, addr)| format!("{key} {addr}"))
+        .collect();
+    let _ = writeln!(out, "  mode {mode} binds: {}", binds.join(", "));
     let discovery = format!("{:?}", cfg.discovery).to_lowercase();
     let _ = writeln!(out, "  discovery: {discovery}");
     let autoscaler = cfg.autoscaler.url.as_deref().unwrap_or("embedded");

@@ -6,7 +6,7 @@ pub mod config_observability;
 pub mod otel;
 pub(crate) mod propagation;
 
-use std::fmt;
+use std::{fmt, io::IsTerminal as _};
 
 use tracing_subscriber::{
     EnvFilter, Registry, fmt as tfmt, layer::SubscriberExt as _, reload,
@@ -22,16 +22,29 @@ pub const DEFAULT_LEVEL: Level = Level::Info;
 /// wins over any later [`LogLevel::set`]. Calling it twice is harmless (tests start several
 /// servers in one process): the second subscriber is not installed and its handle does nothing.
 pub fn init(format: LogFormat) -> LogLevel {
-    let from_env = EnvFilter::try_from_default_env().ok();
+    // An invalid `RUST_LOG` is not fatal, but it is said once, below, rather than ignored.
+    let (from_env, invalid) = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => match EnvFilter::try_new(&value) {
+            Ok(filter) => (Some(filter), None),
+            Err(error) => (None, Some((value, error))),
+        },
+        _ => (None, None),
+    };
     let rust_log = from_env.is_some();
     let filter = from_env.unwrap_or_else(|| DEFAULT_LEVEL.filter());
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let layer = tfmt::layer().with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, never into files or log collectors.
+    let layer = tfmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => registry.with(layer).try_init(),
         LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
     };
+    if let Some((value, error)) = invalid {
+        tracing::warn!(rust_log = %value, %error, "RUST_LOG is not a valid filter and is ignored; the level is {DEFAULT_LEVEL}");
+    }
     LogLevel { handle, rust_log }
 }
 

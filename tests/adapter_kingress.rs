@@ -15,9 +15,7 @@ use support::{
     mixer::*,
     wait,
 };
-use tokio::time::Instant;
 
-const WAIT: Duration = Duration::from_secs(15);
 const NS: &str = "default";
 
 struct Cluster {
@@ -54,19 +52,16 @@ impl Cluster {
                 ("RUST_LOG", "info,kactivator=debug"),
             ],
         );
-        let deadline = Instant::now() + WAIT;
-        while try_get(a.ports.admin, "/readyz", Duration::from_secs(2))
-            .await
-            .map(|(s, _)| s)
-            != Some(200)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "/readyz never 200; logs in {}",
-                self.dir.path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait::until(
+            format_args!("/readyz 200 (logs in {})", self.dir.path().display()),
+            async || {
+                try_get(a.ports.admin, "/readyz", Duration::from_secs(2))
+                    .await
+                    .map(|(s, _)| s)
+                    == Some(200)
+            },
+        )
+        .await;
         a
     }
 
@@ -297,22 +292,17 @@ async fn a_kingress_update_changes_the_mapping_live() {
             &route(&[("live-00002", 100)]),
         )],
     ));
-    let deadline = Instant::now() + WAIT;
-    while !c.poked().contains("default/live-00002") {
-        assert!(Instant::now() < deadline, "the update never took effect");
+    wait::until("the update to take effect", async || {
         check(&a, "live.default.example.com", "/", &[]).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        c.poked().contains("default/live-00002")
+    })
+    .await;
 
     // Deleted: the host is unknown again.
     c.api.delete_kind("Ingress", NS, "live");
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait::until("the delete to take effect", async || {
         check(&a, "live.default.example.com", "/", &[]).await;
-        if unknown_hosts(&a).await.is_some_and(|n| n >= 1.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the delete never took effect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        unknown_hosts(&a).await.is_some_and(|n| n >= 1.0)
+    })
+    .await;
 }

@@ -11,6 +11,7 @@ use support::{
     app::{TestApp, admin_get, metric_value, start},
     autoscaler::{FakeAutoscaler, Frame},
     mixer::*,
+    wait,
 };
 use tonic::transport::Channel;
 
@@ -27,14 +28,7 @@ async fn adapter(fake: &FakeAutoscaler, extra: &str) -> (TestApp, Channel) {
 }
 
 async fn wait_connected(fake: &FakeAutoscaler, n: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while fake.connections() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "client never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until("the client to connect", async || fake.connections() >= n).await;
 }
 
 /// `namespace/name` of every stat in protobuf frames.
@@ -212,18 +206,14 @@ async fn five_thousand_calls_for_one_revision_send_one_poke() {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let frames = loop {
+    let frames = wait::until_some("the sentinel poke", async || {
         let frames = fake.frames();
-        if keys(&frames).iter().any(|k| k == "default/sentinel") {
-            break frames;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "sentinel never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+        keys(&frames)
+            .iter()
+            .any(|k| k == "default/sentinel")
+            .then_some(frames)
+    })
+    .await;
     let hot = keys(&frames).iter().filter(|k| *k == "default/hot").count();
     assert_eq!(hot, 1, "{:?}", keys(&frames));
     let (_, metrics) = admin_get(&app, "/metrics").await;

@@ -151,8 +151,13 @@ async fn reconnects_after_the_server_restarts_and_resends_the_held_poke() {
     wait::until("the client to see the loss", async || !c.is_connected()).await;
     let key = RevisionKey::new("default", "held");
     c.poke(&key);
-    // Let a few reconnect attempts fail before the server comes back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A few reconnect attempts fail before the server comes back.
+    let errors = "kn_activator_stats_conn_errors_total{peer=\"autoscaler\"}";
+    let before = metric(errors);
+    wait::until("two failed reconnects", async || {
+        metric(errors) >= before + 2.0
+    })
+    .await;
     let fake = FakeAutoscaler::start_on(addr).await;
     let frames = fake.wait_frames(1, WAIT).await;
     assert_eq!(frames.len(), 1, "held poke re-sent after reconnecting");

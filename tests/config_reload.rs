@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use kactivator::cli::Mode;
 use support::app::{admin_get, metric_value, start};
 
@@ -19,14 +17,12 @@ async fn reloads(app: &support::app::TestApp, result: &str) -> f64 {
 }
 
 async fn wait_reloads(app: &support::app::TestApp, result: &str, at_least: f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = reloads(app, result).await;
-        if n >= at_least || tokio::time::Instant::now() > deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::app::wait_metric(
+        app,
+        &format!("kactivator_config_reloads_total{{result=\"{result}\"}}"),
+        |n| n >= at_least,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -80,6 +80,8 @@ async fn admin_serves_metrics_health_and_readiness_then_fails_readiness_on_drain
     );
     app.drain().start_draining();
     assert_eq!(admin_get(&app, "/readyz").await, (503, "draining".into()));
+    // Liveness holds through the drain (docs/operations.md, Probes).
+    assert_eq!(admin_get(&app, "/healthz").await, (200, "ok".into()));
     app.shutdown().await.unwrap();
 }
 

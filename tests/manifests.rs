@@ -17,7 +17,10 @@ use k8s_openapi::{
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use kactivator::config::{Config, DiscoveryKind, PodEnv, ProbeStyle};
+use kactivator::{
+    cli::Mode,
+    config::{Config, DiscoveryKind, PodEnv, ProbeStyle},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -237,7 +240,11 @@ fn activator_manifest_matches_the_binary() {
         cfg.autoscaler.url.is_some(),
         "no local autoscaler in a cluster"
     );
-    for addr in [cfg.listen.http, cfg.listen.h2c, cfg.listen.admin] {
+    for addr in [
+        cfg.listen.http,
+        cfg.listen.h2c,
+        cfg.listen.admin(Mode::Activator),
+    ] {
         assert!(
             addr.ip().is_unspecified(),
             "{addr} is not reachable from the pod network"
@@ -247,16 +254,16 @@ fn activator_manifest_matches_the_binary() {
     let listening = BTreeSet::from([
         cfg.listen.http.port(),
         cfg.listen.h2c.port(),
-        cfg.listen.admin.port(),
+        cfg.listen.admin(Mode::Activator).port(),
     ]);
     assert_eq!(declared, listening);
     assert_eq!(
         http_get(c.readiness_probe.as_ref(), c),
-        ("/readyz".into(), cfg.listen.admin.port())
+        ("/readyz".into(), cfg.listen.admin(Mode::Activator).port())
     );
     assert_eq!(
         http_get(c.liveness_probe.as_ref(), c),
-        ("/healthz".into(), cfg.listen.admin.port())
+        ("/healthz".into(), cfg.listen.admin(Mode::Activator).port())
     );
     assert_env_is_read(c);
     assert!(env_names(c).contains(&"POD_NAME".into()));
@@ -365,16 +372,22 @@ fn adapter_manifest_matches_the_binary() {
     let declared: BTreeSet<u16> = ports(c).into_values().collect();
     assert_eq!(
         declared,
-        BTreeSet::from([cfg.listen.grpc.port(), cfg.listen.admin.port()])
+        BTreeSet::from([
+            cfg.listen.grpc.port(),
+            cfg.listen.admin(Mode::Adapter).port()
+        ])
     );
-    assert!(cfg.listen.grpc.ip().is_unspecified() && cfg.listen.admin.ip().is_unspecified());
+    assert!(
+        cfg.listen.grpc.ip().is_unspecified()
+            && cfg.listen.admin(Mode::Adapter).ip().is_unspecified()
+    );
     assert_eq!(
         http_get(c.readiness_probe.as_ref(), c),
-        ("/readyz".into(), cfg.listen.admin.port())
+        ("/readyz".into(), cfg.listen.admin(Mode::Adapter).port())
     );
     assert_eq!(
         http_get(c.liveness_probe.as_ref(), c),
-        ("/healthz".into(), cfg.listen.admin.port())
+        ("/healthz".into(), cfg.listen.admin(Mode::Adapter).port())
     );
     assert_env_is_read(c);
     assert!(grace(d) > cfg.shutdown.drain_delay + cfg.shutdown.grace_period);
@@ -509,8 +522,12 @@ fn in_pod_defaults_fit_knatives_activator_deployment() {
     let p = ports(c);
     assert_eq!(cfg.listen.http.port(), p["http1"]);
     assert_eq!(cfg.listen.h2c.port(), p["h2c"]);
-    assert_eq!(cfg.listen.admin.port(), p["metrics"]);
-    for addr in [cfg.listen.http, cfg.listen.h2c, cfg.listen.admin] {
+    assert_eq!(cfg.listen.admin(Mode::Activator).port(), p["metrics"]);
+    for addr in [
+        cfg.listen.http,
+        cfg.listen.h2c,
+        cfg.listen.admin(Mode::Activator),
+    ] {
         assert!(addr.ip().is_unspecified(), "{addr}");
     }
     // Both probes go to the data port, path `/`: answered by probe_handler (kubelet User-Agent).

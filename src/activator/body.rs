@@ -2,7 +2,7 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -23,7 +23,7 @@ use super::{
     timeouts::{Alarm, Clock},
     trace::RequestTrace,
 };
-use crate::autoscaler::RequestGuard;
+use crate::autoscaler::{ConcurrencyReporter, RequestGuard};
 
 /// What the activator answers with: a short local body, or the pod's streamed body.
 pub(crate) type ResponseBody = Either<Full<Bytes>, ProxiedBody>;
@@ -61,10 +61,21 @@ impl Completion {
         }
     }
 
+    /// Records the request's arrival with the concurrency reporter (before queueing: the
+    /// autoscaler must see queued requests as concurrency), counting the poke it caused.
+    pub(crate) fn track(&mut self, reporter: &ConcurrencyReporter) {
+        let guard = reporter.track(&self.rev.key);
+        if guard.poked() {
+            self.rev.pokes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.request = Some(guard);
+    }
+
     /// Records that the request was held `held` for a cold start; the milliseconds for the
     /// `X-Kactivator-Cold-Start` header, which both HTTP paths write.
     pub(crate) fn cold_start(&self, held: Duration) -> u64 {
         self.rev.stats.cold_start.record(held.as_secs_f64());
+        self.rev.cold_starts.record(Instant::now(), held);
         super::headers::cold_start_ms(held)
     }
 

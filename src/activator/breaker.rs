@@ -83,7 +83,7 @@ impl Breaker {
         self.waiting.load(Ordering::Acquire)
     }
 
-    #[cfg(test)]
+    /// The capacity set last ([`UNLIMITED`] for no limit).
     pub(crate) fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Acquire)
     }

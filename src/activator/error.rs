@@ -36,22 +36,21 @@ pub enum Error {
     /// Nothing written to the client for the revision's `idle_timeout`.
     #[error("activator idle timeout")]
     IdleTimeout,
-    #[error("upstream {addr}: {source}")]
+    // Causes are part of the messages, not `source()`s: a chain printer would repeat them.
+    #[error("upstream {addr}: {error}")]
     Upstream {
         addr: SocketAddr,
-        #[source]
-        source: hyper_util::client::legacy::Error,
+        error: hyper_util::client::legacy::Error,
     },
     /// The fast path's equivalent of `Upstream`: the pod's connection failed or answered
     /// something that is not HTTP/1.1.
-    #[error("upstream {addr}: {source}")]
+    #[error("upstream {addr}: {error}")]
     UpstreamIo {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot build the upstream request: {0}")]
-    Rewrite(#[from] http::Error),
+    Rewrite(http::Error),
 }
 
 impl Error {
@@ -128,5 +127,11 @@ impl Error {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         resp
+    }
+}
+
+impl From<http::Error> for Error {
+    fn from(error: http::Error) -> Self {
+        Self::Rewrite(error)
     }
 }

@@ -176,8 +176,7 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     if let (Some(traces), Some(inbound)) = (&h.traces, &req.trace) {
         done.trace = RequestTrace::start(traces, inbound, rev);
     }
-    // Before queueing: the autoscaler must see queued requests as concurrency.
-    done.request = Some(h.reporter.track(&rev.key));
+    done.track(&h.reporter);
     client.buf.advance(req.head_len);
     let clock = Clock::of(&req.route, start);
     // Nothing is written before the response head, so the next deadline stays put.
@@ -260,7 +259,10 @@ async fn attempts(
             let source = io::Error::new(io::ErrorKind::Unsupported, "pod does not speak HTTP/1.1");
             attempt.failed(&source);
             if h.retry(rev, &mut attempts, addr, Failure::Connect, true, &source) == Retry::Fail {
-                return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+                return Err(Failed::Error(Error::UpstreamIo {
+                    addr,
+                    error: source,
+                }));
             }
             continue;
         }
@@ -281,7 +283,10 @@ async fn attempts(
                     let source = e.into_io();
                     attempt.failed(&source);
                     if h.retry(rev, &mut attempts, addr, failure, true, &source) == Retry::Fail {
-                        return Err(Failed::Error(Error::UpstreamIo { addr, source }));
+                        return Err(Failed::Error(Error::UpstreamIo {
+                            addr,
+                            error: source,
+                        }));
                     }
                     continue;
                 }
@@ -326,10 +331,7 @@ async fn attempts(
                     Failure::Other
                 };
                 if h.retry(rev, &mut attempts, addr, failure, whole, &error) == Retry::Fail {
-                    return Err(Failed::Error(Error::UpstreamIo {
-                        addr,
-                        source: error,
-                    }));
+                    return Err(Failed::Error(Error::UpstreamIo { addr, error }));
                 }
             }
         }
@@ -617,7 +619,7 @@ async fn relay_response(
                 // Nothing is sent yet: the client gets a 502 instead.
                 let e = Error::UpstreamIo {
                     addr: in_flight.tracker().addr,
-                    source: io::Error::new(io::ErrorKind::InvalidData, error),
+                    error: io::Error::new(io::ErrorKind::InvalidData, error),
                 };
                 done.fail(&e);
                 let _ = client.stream.write_all(&head::local(&e, true)).await;

@@ -180,8 +180,7 @@ impl Handler {
         if let (Some(traces), Some(inbound)) = (&inner.traces, &facts.trace) {
             done.trace = RequestTrace::start(traces, inbound, &route.rev);
         }
-        // Before queueing: the autoscaler must see queued requests as concurrency.
-        done.request = Some(inner.reporter.track(&route.rev.key));
+        done.track(&inner.reporter);
         let clock = Clock::of(&route, start);
         // Nothing is written before the response head, so the next deadline stays put.
         let (deadline, expiry) = clock.next();
@@ -326,13 +325,24 @@ impl Inner {
             let sent_at = start.elapsed();
             active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
             let sent = if attempts.fresh() {
-                self.clients
-                    .send_fresh(addr, up)
-                    .await
-                    .map_err(|source| (Failure::Other, Error::UpstreamIo { addr, source }))
+                self.clients.send_fresh(addr, up).await.map_err(|source| {
+                    (
+                        Failure::Other,
+                        Error::UpstreamIo {
+                            addr,
+                            error: source,
+                        },
+                    )
+                })
             } else {
                 client.request(up).await.map_err(|source| {
-                    (Failure::classify(&source), Error::Upstream { addr, source })
+                    (
+                        Failure::classify(&source),
+                        Error::Upstream {
+                            addr,
+                            error: source,
+                        },
+                    )
                 })
             };
             match sent {
@@ -341,7 +351,7 @@ impl Inner {
                     // the client as if it were (the fast path refuses it the same way).
                     let error = Error::UpstreamIo {
                         addr,
-                        source: std::io::Error::new(
+                        error: std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             "101 Switching Protocols to a request that asked for no upgrade",
                         ),

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 
 use super::{
     breaker::{Breaker, UNLIMITED},
+    cold_starts::ColdStarts,
     lb::{Balancer, Tracker},
     revision,
     stats::RevisionStats,
@@ -55,6 +56,10 @@ pub(crate) struct Revision {
     /// that a cold start goes as the last one did); until a pod is known, whether probes assume
     /// it (`tcp`). Lets the fast path (HTTP/1.1 upstream only) take an `auto` revision.
     http1_everywhere: AtomicBool,
+    /// Recent cold starts, for the status page (written by `body::Completion::cold_start`).
+    pub(crate) cold_starts: ColdStarts,
+    /// Scale-from-zero pokes this revision's requests asked for (`body::Completion::track`).
+    pub(crate) pokes: AtomicU64,
 }
 
 impl Revision {
@@ -86,6 +91,11 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Every revision of this generation, in no particular order (the status page sorts).
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.names.values().flat_map(HashMap::values)
+    }
+
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&Route> {
         self.names.get(namespace)?.get(name)
     }
@@ -239,6 +249,8 @@ impl Writer {
                         balancer: Balancer::default(),
                         stats: RevisionStats::new(key),
                         http1_everywhere: AtomicBool::new(assumed_http1),
+                        cold_starts: ColdStarts::default(),
+                        pokes: AtomicU64::new(0),
                     })
                 }
             };

@@ -103,6 +103,28 @@ impl<K: Hash + Eq + Clone> Coalescer<K> {
         Decision::Send
     }
 
+    /// The keys sent within the last `interval` (at most `max`, in no order) and how many
+    /// there are; for the status page, which takes the lock once per request of its own.
+    pub(crate) fn recent(
+        &self,
+        now: Instant,
+        interval: Duration,
+        max: usize,
+    ) -> (Vec<(K, Instant)>, usize) {
+        let state = self.state.lock();
+        let mut total = 0;
+        let mut keys = Vec::new();
+        for (k, at) in &state.last {
+            if now.saturating_duration_since(*at) < interval {
+                total += 1;
+                if keys.len() < max {
+                    keys.push((k.clone(), *at));
+                }
+            }
+        }
+        (keys, total)
+    }
+
     /// Keys tracked now (expired ones included until the next sweep).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

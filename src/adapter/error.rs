@@ -34,7 +34,7 @@ pub(crate) enum CallError {
     ConfigType { expected: &'static str, got: String },
     /// `adapter_config` has the right type but its bytes do not decode.
     #[error("adapter_config: cannot decode adapter.kactivator.config.Params: {0}")]
-    Params(#[source] prost::DecodeError),
+    Params(prost::DecodeError),
     /// `autoscaler_endpoint` is not a websocket URL.
     #[error("adapter_config: autoscaler_endpoint `{0}` must start with ws://")]
     Endpoint(String),

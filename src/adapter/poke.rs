@@ -1,6 +1,12 @@
 //! The poke path: revision key → coalescer → the selected autoscaler client.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -48,13 +54,16 @@ impl Target {
 /// Coalesces pokes per (autoscaler, revision) and sends the survivors.
 #[derive(Debug)]
 pub(crate) struct Pokes {
-    coalescer: Coalescer<(u16, RevisionKey)>,
+    pub(crate) coalescer: Coalescer<(u16, RevisionKey)>,
+    /// Decisions since start, by [`Decision`] (for the status page).
+    counts: [AtomicU64; 3],
 }
 
 impl Default for Pokes {
     fn default() -> Self {
         Self {
             coalescer: Coalescer::new(MAX_KEYS),
+            counts: Default::default(),
         }
     }
 }
@@ -65,6 +74,7 @@ impl Pokes {
         let decision = self
             .coalescer
             .offer(&(target.id, key.clone()), Instant::now(), interval);
+        self.counts[decision as usize].fetch_add(1, Ordering::Relaxed);
         if decision == Decision::Send {
             // The client counts what becomes of it (`sent`, `deferred`, `dropped`).
             target.sink.poke(key);
@@ -72,6 +82,16 @@ impl Pokes {
             ::metrics::counter!(metrics::POKES, "result" => decision.as_str()).increment(1);
         }
         decision
+    }
+
+    /// Decisions since start: (sent, coalesced, overflow).
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let n = |d: Decision| self.counts[d as usize].load(Ordering::Relaxed);
+        (
+            n(Decision::Send),
+            n(Decision::Coalesced),
+            n(Decision::Overflow),
+        )
     }
 }
 

@@ -1,12 +1,15 @@
 //! What every gRPC API of the adapter shares: live config, targets, coalescer, hold.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
 
 use opentelemetry::{
     KeyValue,
     trace::{Span as _, SpanKind, Tracer as _},
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
 use super::{
@@ -20,6 +23,15 @@ use crate::{
     config::SharedConfig, discovery::kingress::Routes, drain::Drain, endpoints::Endpoints, metrics,
     revision::RevisionKey, telemetry::otel::Traces,
 };
+
+/// [`Shared::status`]'s figures.
+#[derive(Debug)]
+pub(crate) struct AdapterFigures {
+    pub(crate) holds: (usize, u64, u64),
+    pub(crate) pokes: (u64, u64, u64),
+    pub(crate) recent: Vec<(RevisionKey, Instant)>,
+    pub(crate) poked: usize,
+}
 
 /// Shared state of the adapter's services. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,6 +49,25 @@ struct Inner {
     routes: watch::Receiver<Routes>,
     /// Present when traces are on.
     traces: Option<Traces>,
+    holds: Holds,
+}
+
+/// Hold counts for the status page.
+#[derive(Debug, Default)]
+struct Holds {
+    /// Calls inside `hold` now.
+    waiting: AtomicUsize,
+    /// Calls that waited (a pod was not ready), and those of them that ran out.
+    held: AtomicU64,
+    expired: AtomicU64,
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -57,7 +88,27 @@ impl Shared {
             hosts: HostIndex::default(),
             routes,
             traces,
+            holds: Holds::default(),
         }))
+    }
+
+    /// What the status page shows: (holds in progress, held, expired), the poke decisions
+    /// (sent, coalesced, overflow), and the revisions poked within the poke interval (at
+    /// most `max`, with when) and how many there are.
+    pub(crate) fn status(&self, max: usize) -> AdapterFigures {
+        let h = &self.0.holds;
+        let interval = self.config().adapter.poke_interval;
+        let (keys, poked) = self.0.pokes.coalescer.recent(Instant::now(), interval, max);
+        AdapterFigures {
+            holds: (
+                h.waiting.load(Ordering::Relaxed),
+                h.held.load(Ordering::Relaxed),
+                h.expired.load(Ordering::Relaxed),
+            ),
+            pokes: self.0.pokes.counts(),
+            recent: keys.into_iter().map(|((_, k), at)| (k, at)).collect(),
+            poked,
+        }
     }
 
     /// The config in force now.
@@ -142,13 +193,21 @@ impl Shared {
                 ])
                 .start(traces.tracer())
         });
+        let holds = &self.0.holds;
+        holds.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&holds.waiting);
         let outcome = hold_all(&self.0.healthy, keys, limit, &self.0.drain).await;
         if let Some(mut span) = span {
             span.set_attribute(KeyValue::new("kactivator.held", outcome != Hold::NotNeeded));
             span.set_attribute(KeyValue::new("kactivator.hold.outcome", outcome.as_str()));
             span.end();
         }
+        drop(waiting);
+        if outcome != Hold::NotNeeded {
+            holds.held.fetch_add(1, Ordering::Relaxed);
+        }
         if outcome == Hold::Expired {
+            holds.expired.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(metrics::ADAPTER_HOLD_EXPIRED, "api" => api.as_str()).increment(1);
             debug!(revisions = ?keys, ?limit, "No ready pod within hold_until_ready; allowing");
         }

@@ -18,12 +18,12 @@ pub const ENV_CLIENT_CA: &str = "GRPC_ADAPTER_CERTIFICATE";
 /// TLS settings that cannot be used. Every message names the setting and the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{setting} {}: {source}", path.display())]
+    // Causes are part of the messages, not `source()`s: a chain printer would repeat them.
+    #[error("{setting} {}: {error}", path.display())]
     Read {
         setting: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{setting} {}: {message}", path.display())]
     Pem {
@@ -33,12 +33,11 @@ pub enum TlsError {
     },
     #[error("{ENV_CERT} is set but {ENV_KEY} is not")]
     MissingKey,
-    #[error("adapter TLS from {cert} and {key}: {source}", cert = cert.display(), key = key.display())]
+    #[error("adapter TLS from {cert} and {key}: {error}", cert = cert.display(), key = key.display())]
     Config {
         cert: PathBuf,
         key: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
+        error: tonic::transport::Error,
     },
 }
 
@@ -79,6 +78,15 @@ pub(crate) fn files(
     }))
 }
 
+/// The adapter's server TLS: `config` (`adapter.tls`), else the environment, with the files
+/// read and checked. The one loader for start-up and `--check-config`.
+pub fn load(config: Option<&TlsConfig>) -> Result<Option<ServerTlsConfig>, TlsError> {
+    match files(config, |k| std::env::var(k).ok())? {
+        Some(files) => server_config(&files).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Reads and checks the files; a client CA makes client certificates mandatory.
 pub(crate) fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
     let cert = read(&files.cert)?;
@@ -100,19 +108,19 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsErro
     // at startup instead of on the first connection.
     tonic::transport::Server::builder()
         .tls_config(config.clone())
-        .map_err(|source| TlsError::Config {
+        .map_err(|error| TlsError::Config {
             cert: files.cert.1.clone(),
             key: files.key.1.clone(),
-            source,
+            error,
         })?;
     Ok(config)
 }
 
 fn read((setting, path): &(&'static str, PathBuf)) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         setting,
         path: path.clone(),
-        source,
+        error,
     })
 }
 

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{ClientConfig, Stat, wire};
-use crate::{metrics as m, revision::RevisionKey};
+use crate::{metrics as m, revision::RevisionKey, status};
 
 /// Knative: ping every pongTimeout/3.
 const PING_PERIOD: Duration = Duration::from_millis(3_333);
@@ -52,7 +52,30 @@ const MAX_PENDING_POKES: usize = 10_000;
 pub struct AutoscalerClient {
     tx: mpsc::Sender<Command>,
     connected: Arc<AtomicBool>,
+    link: Arc<LinkTimes>,
     pod_name: Arc<str>,
+    url: Arc<str>,
+}
+
+/// When the link last went up or down, for the status page; written by the connection task.
+#[derive(Debug)]
+struct LinkTimes {
+    /// When the client started.
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last change; 0 until the first.
+    changed_ms: AtomicU64,
+    /// Whether the link was ever up: "connecting" rather than "reconnecting".
+    ever_up: AtomicBool,
+}
+
+/// The websocket's state as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    pub connected: bool,
+    /// Never connected so far (else a down link is reconnecting).
+    pub never_connected: bool,
+    /// How long the link has been in this state.
+    pub for_duration: Duration,
 }
 
 #[derive(Debug)]
@@ -68,15 +91,23 @@ impl AutoscalerClient {
     pub fn spawn(cfg: ClientConfig, exit: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(cfg.send_queue.max(1));
         let connected = Arc::new(AtomicBool::new(false));
+        let link = Arc::new(LinkTimes {
+            epoch: Instant::now(),
+            changed_ms: AtomicU64::new(0),
+            ever_up: AtomicBool::new(false),
+        });
         let client = Self {
             tx,
             connected: connected.clone(),
+            link: link.clone(),
             pod_name: cfg.pod_name.clone(),
+            url: cfg.url.as_str().into(),
         };
         let conn = Connection {
             cfg,
             rx,
             connected,
+            link,
             pending: PendingPokes::default(),
             exit,
         };
@@ -109,9 +140,35 @@ impl AutoscalerClient {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// The link's state and how long it has been in it.
+    pub fn link(&self) -> Link {
+        let changed = Duration::from_millis(self.link.changed_ms.load(Ordering::Acquire));
+        Link {
+            connected: self.is_connected(),
+            never_connected: !self.link.ever_up.load(Ordering::Acquire),
+            for_duration: self.link.epoch.elapsed().saturating_sub(changed),
+        }
+    }
+
     /// The `pod_name` this client stamps on every stat.
     pub fn pod_name(&self) -> &str {
         &self.pod_name
+    }
+}
+
+/// The link's line of `/status.json`.
+impl status::Source for AutoscalerClient {
+    fn fill(&self, doc: &mut status::Document) {
+        let link = self.link();
+        doc.autoscaler_link = Some(status::LinkStatus {
+            url: self.url.to_string(),
+            state: match (link.connected, link.never_connected) {
+                (true, _) => "connected",
+                (false, true) => "connecting",
+                (false, false) => "reconnecting",
+            },
+            for_seconds: status::seconds(link.for_duration),
+        });
     }
 }
 
@@ -172,6 +229,7 @@ struct Connection {
     cfg: ClientConfig,
     rx: mpsc::Receiver<Command>,
     connected: Arc<AtomicBool>,
+    link: Arc<LinkTimes>,
     pending: PendingPokes,
     exit: CancellationToken,
 }
@@ -180,6 +238,8 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self) {
+        // The gauge exists (at 0) from the start: a link that never comes up is visible too.
+        self.set_connected(false);
         let mut attempt: u32 = 0;
         let mut immediate = false;
         loop {
@@ -238,6 +298,11 @@ impl Connection {
     }
 
     fn set_connected(&self, up: bool) {
+        let ms = u64::try_from(self.link.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.link.changed_ms.store(ms, Ordering::Release);
+        if up {
+            self.link.ever_up.store(true, Ordering::Release);
+        }
         self.connected.store(up, Ordering::Release);
         metrics::gauge!(m::STATS_CONN_REACHABLE, "peer" => "autoscaler").set(if up {
             1.0

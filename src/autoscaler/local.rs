@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use super::{
     scaler::{ScaleBounds, Scaler},
     server::{self, ServerState},
+    status::{PodView, RunnerView, ScaleSource, ScaleTable},
     supervisor::{PodEvent, run_pod},
     wire::Received,
 };
@@ -49,6 +50,8 @@ pub struct LocalAutoscaler {
     listener: TcpListener,
     config: watch::Receiver<SharedConfig>,
     table: Arc<watch::Sender<Endpoints>>,
+    /// Each runner's scaler and pods, for the status page.
+    scale: Arc<watch::Sender<ScaleTable>>,
 }
 
 // === impl LocalAutoscaler ===
@@ -64,7 +67,13 @@ impl LocalAutoscaler {
             listener,
             config: ctx.config.clone(),
             table: Arc::new(tx),
+            scale: Arc::new(watch::channel(ScaleTable::default()).0),
         })
+    }
+
+    /// The local autoscaler's part of `/status.json`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::Source> {
+        Arc::new(ScaleSource(self.scale.subscribe()))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -84,6 +93,7 @@ impl LocalAutoscaler {
             listener,
             config,
             table,
+            scale,
         } = self;
         info!(%addr, "Local autoscaler listening");
         let (stats_tx, stats_rx) = mpsc::channel(STATS_QUEUE);
@@ -97,7 +107,16 @@ impl LocalAutoscaler {
                 tasks: TaskTracker::new(),
             },
         ));
-        route(config, stats_rx, table, stop).await;
+        route(
+            config,
+            stats_rx,
+            Tables {
+                endpoints: table,
+                scale,
+            },
+            stop,
+        )
+        .await;
         closing.cancel();
         let _ = server.await;
         info!("Local autoscaler stopped");
@@ -111,11 +130,18 @@ struct Runner {
     stop: CancellationToken,
 }
 
+/// The tables runners publish to, each runner its own entry.
+#[derive(Clone)]
+struct Tables {
+    endpoints: Arc<watch::Sender<Endpoints>>,
+    scale: Arc<watch::Sender<ScaleTable>>,
+}
+
 /// Routes stats to runners and keeps the runner set in line with the config, until `stop`.
 async fn route(
     mut config: watch::Receiver<SharedConfig>,
     mut stats: mpsc::Receiver<Received>,
-    table: Arc<watch::Sender<Endpoints>>,
+    table: Tables,
     stop: CancellationToken,
 ) {
     let mut runners: HashMap<RevisionKey, Runner> = HashMap::new();
@@ -162,7 +188,7 @@ fn sync(
     cfg: &SharedConfig,
     runners: &mut HashMap<RevisionKey, Runner>,
     tasks: &mut JoinSet<()>,
-    table: &Arc<watch::Sender<Endpoints>>,
+    table: &Tables,
 ) {
     let wanted: BTreeMap<RevisionKey, &RevisionConfig> = cfg
         .revisions
@@ -216,6 +242,7 @@ struct Pod {
     id: u64,
     stop: CancellationToken,
     ready: Option<SocketAddr>,
+    pid: Option<u32>,
 }
 
 /// Scales one revision's pods and publishes its ready endpoints, until `stop`.
@@ -223,9 +250,11 @@ async fn run_revision(
     key: RevisionKey,
     mut spec: watch::Receiver<Arc<RevisionConfig>>,
     mut stats: mpsc::Receiver<Received>,
-    table: Arc<watch::Sender<Endpoints>>,
+    tables: Tables,
     stop: CancellationToken,
 ) {
+    let table = tables.endpoints.clone();
+    let mut view = RunnerView::default();
     let mut scaler = Scaler::new(Instant::now());
     let mut bounds = ScaleBounds::from(&**spec.borrow_and_update());
     let mut pods: Vec<Pod> = Vec::new();
@@ -260,7 +289,9 @@ async fn run_revision(
             let before = scaler.desired();
             let desired = scaler.decide(Instant::now(), bounds) as usize;
             if desired != before as usize {
-                info!(revision = %key, from = before, to = desired, average = scaler.average(Instant::now()), "Scaling");
+                let average = scaler.average(Instant::now());
+                info!(revision = %key, from = before, to = desired, average, "Scaling");
+                view.decision = Some((before, scaler.desired(), average, Instant::now()));
             }
             while pods.len() < desired {
                 next_id += 1;
@@ -268,6 +299,7 @@ async fn run_revision(
                     id: next_id,
                     stop: CancellationToken::new(),
                     ready: None,
+                    pid: None,
                 };
                 pod_tasks.spawn(run_pod(
                     pod.id,
@@ -286,7 +318,20 @@ async fn run_revision(
                 publish(&table, &key, &pods);
             }
         }
+        view.min_scale = bounds.min_scale;
+        view.max_scale = bounds.max_scale;
+        view.desired = scaler.desired();
+        view.pods = pods
+            .iter()
+            .map(|p| PodView {
+                id: p.id,
+                pid: p.pid,
+                ready: p.ready,
+            })
+            .collect();
+        super::status::publish(&tables.scale, &key, Some(view.clone()));
     }
+    super::status::publish(&tables.scale, &key, None);
     for pod in pods.drain(..) {
         pod.stop.cancel();
     }
@@ -303,14 +348,16 @@ async fn run_revision(
 
 fn apply_event(pods: &mut [Pod], event: PodEvent) {
     match event {
-        PodEvent::Ready { id, addr, .. } => {
+        PodEvent::Ready { id, addr, pid } => {
             if let Some(p) = pods.iter_mut().find(|p| p.id == id) {
                 p.ready = Some(addr);
+                p.pid = Some(pid);
             }
         }
         PodEvent::NotReady { id } => {
             if let Some(p) = pods.iter_mut().find(|p| p.id == id) {
                 p.ready = None;
+                p.pid = None;
             }
         }
     }

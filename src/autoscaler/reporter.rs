@@ -33,6 +33,7 @@ pub struct ConcurrencyReporter {
 #[derive(Debug)]
 pub struct RequestGuard {
     state: Arc<RevisionState>,
+    poked: bool,
 }
 
 // === impl ConcurrencyReporter ===
@@ -55,7 +56,10 @@ impl ConcurrencyReporter {
         if first {
             self.client.poke(key);
         }
-        RequestGuard { state }
+        RequestGuard {
+            state,
+            poked: first,
+        }
     }
 
     async fn run(self, exit: CancellationToken) {
@@ -77,6 +81,13 @@ impl ConcurrencyReporter {
             }
             self.client.report(stats);
         }
+    }
+}
+
+impl RequestGuard {
+    /// Whether this request's arrival poked the autoscaler.
+    pub fn poked(&self) -> bool {
+        self.poked
     }
 }
 

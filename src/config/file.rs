@@ -1,8 +1,15 @@
 //! The serde schema of `kactivator.yaml`, with every default in one place.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde::Deserialize;
+
+use super::addr;
+use crate::cli::Mode;
 
 /// The whole configuration file. Unknown keys are errors, missing keys take the defaults below.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,15 +55,36 @@ impl Default for Config {
 #[serde(default, deny_unknown_fields)]
 pub struct Listen {
     /// Activator: HTTP/1.1 and h2c with prior knowledge.
+    #[serde(deserialize_with = "addr::one")]
     pub http: SocketAddr,
     /// Activator: h2c.
+    #[serde(deserialize_with = "addr::one")]
     pub h2c: SocketAddr,
-    /// `/metrics`, `/healthz`, `/readyz`.
-    pub admin: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`. Absent: [`ADMIN`], or [`ADMIN_AUTOSCALER`] in
+    /// autoscaler mode, so that an activator and its autoscaler run side by side on defaults.
+    #[serde(deserialize_with = "addr::optional")]
+    pub admin: Option<SocketAddr>,
     /// Adapter gRPC.
+    #[serde(deserialize_with = "addr::one")]
     pub grpc: SocketAddr,
     /// Autoscaler stats websocket (autoscaler mode and the embedded autoscaler).
+    #[serde(deserialize_with = "addr::one")]
     pub autoscaler: SocketAddr,
+}
+
+/// `listen.admin` when absent.
+pub const ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+/// `listen.admin` when absent, in autoscaler mode.
+pub const ADMIN_AUTOSCALER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
+
+impl Listen {
+    /// The admin address of a process of `mode`.
+    pub fn admin(&self, mode: Mode) -> SocketAddr {
+        self.admin.unwrap_or(match mode {
+            Mode::Autoscaler => ADMIN_AUTOSCALER,
+            Mode::Activator | Mode::Adapter => ADMIN,
+        })
+    }
 }
 
 impl Default for Listen {
@@ -64,7 +92,7 @@ impl Default for Listen {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8012)),
             h2c: SocketAddr::from(([127, 0, 0, 1], 8013)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin: None,
             grpc: SocketAddr::from(([127, 0, 0, 1], 6100)),
             autoscaler: SocketAddr::from(([127, 0, 0, 1], 8080)),
         }
@@ -280,6 +308,7 @@ pub struct RevisionConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
     /// discovery: static.
+    #[serde(deserialize_with = "addr::many")]
     pub endpoints: Vec<SocketAddr>,
     /// discovery: local; started with `PORT=<port>` set.
     pub command: Vec<String>,

@@ -157,15 +157,11 @@ impl Config {
             _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let l = &mut cfg.listen;
-        for addr in [
-            &mut l.http,
-            &mut l.h2c,
-            &mut l.admin,
-            &mut l.grpc,
-            &mut l.autoscaler,
-        ] {
+        for addr in [&mut l.http, &mut l.h2c, &mut l.grpc, &mut l.autoscaler] {
             *addr = SocketAddr::new(any, addr.port());
         }
+        // Knative's metrics port, in every mode (each mode runs in a pod of its own).
+        l.admin = Some(SocketAddr::new(any, super::file::ADMIN.port()));
         cfg.autoscaler.url = Some(format!(
             "ws://autoscaler.{namespace}.svc.{}:8080",
             cfg.cluster_domain
@@ -263,7 +259,8 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.discovery, DiscoveryKind::Kubernetes);
         let l = &cfg.listen;
-        let all = [l.http, l.h2c, l.admin, l.grpc, l.autoscaler].map(|a| a.to_string());
+        let admin = l.admin(crate::cli::Mode::Activator);
+        let all = [l.http, l.h2c, admin, l.grpc, l.autoscaler].map(|a| a.to_string());
         assert_eq!(
             all,
             [
@@ -325,7 +322,10 @@ mod tests {
     fn an_ipv6_pod_listens_on_every_ipv6_address() {
         let cfg = Config::in_pod(&env(&[("POD_IP", "fd00::17")])).expect("valid");
         assert_eq!(cfg.listen.http.to_string(), "[::]:8012");
-        assert_eq!(cfg.listen.admin.to_string(), "[::]:9090");
+        assert_eq!(
+            cfg.listen.admin(crate::cli::Mode::Activator).to_string(),
+            "[::]:9090"
+        );
         // Not an address at all: still a pod, IPv4 listeners.
         let cfg = Config::in_pod(&env(&[("POD_IP", "pod")])).expect("valid");
         assert_eq!(cfg.listen.http.to_string(), "0.0.0.0:8012");

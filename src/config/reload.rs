@@ -1,4 +1,5 @@
-//! Watches the config file and publishes each valid change; an invalid edit keeps the old config.
+//! Watches the config file and publishes each valid change; an invalid, empty or unreadable
+//! file keeps the old config.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,10 +10,10 @@ use std::{
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
-use super::{Config, SharedConfig};
-use crate::metrics;
+use super::{Config, Document, Error, SharedConfig};
+use crate::{cli::Mode, metrics};
 
 /// Changes to a file are coalesced for this long: editors write in several steps, and a
 /// Kubernetes ConfigMap update is a burst of symlink swaps.
@@ -25,15 +26,13 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 pub fn spawn(
     path: Option<PathBuf>,
     initial: Config,
+    mode: Mode,
     shutdown: CancellationToken,
 ) -> watch::Receiver<SharedConfig> {
     let (tx, rx) = watch::channel(Arc::new(initial));
     let Some(path) = path else {
         // Nothing to watch; keep the sender alive so receivers never see a closed channel.
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            drop(tx);
-        });
+        tokio::spawn(hold(tx, shutdown).instrument(tracing::info_span!("config_reload")));
         return rx;
     };
     // Read before the watch starts: an edit made before the task first runs must still count
@@ -57,63 +56,115 @@ pub fn spawn(
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
     match watcher {
         Ok(watcher) => {
-            tokio::spawn(run(path, last_text, tx, events_rx, watcher, shutdown));
+            let task = Task {
+                path,
+                mode,
+                last_text,
+                tx,
+            };
+            tokio::spawn(
+                task.run(events_rx, watcher, shutdown)
+                    .instrument(tracing::info_span!("config_reload")),
+            );
         }
         Err(error) => {
             warn!(%error, path = %path.display(), "Cannot watch the config file; hot reload is off");
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                drop(tx);
-            });
+            tokio::spawn(hold(tx, shutdown).instrument(tracing::info_span!("config_reload")));
         }
     }
     rx
 }
 
-async fn run(
+/// Keeps the sender alive until shutdown when nothing is watched, so that receivers never see
+/// a closed channel.
+async fn hold(tx: watch::Sender<SharedConfig>, shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    drop(tx);
+}
+
+/// The reload loop's state: the only writer of the config in force.
+struct Task {
     path: PathBuf,
-    mut last_text: Option<String>,
+    mode: Mode,
+    /// The text last read, so that an event without a change does nothing.
+    last_text: Option<String>,
     tx: watch::Sender<SharedConfig>,
-    mut events: mpsc::Receiver<()>,
-    _watcher: notify::RecommendedWatcher,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ev = events.recv() => if ev.is_none() { return },
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<()>,
+        _watcher: notify::RecommendedWatcher,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.recv() => if ev.is_none() { return },
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            while events.try_recv().is_ok() {}
+            self.reload().await;
         }
-        tokio::time::sleep(DEBOUNCE).await;
-        while events.try_recv().is_ok() {}
-        let text = match tokio::fs::read_to_string(&path).await {
+    }
+
+    /// Reads the file once and applies it if it is a valid change. Each distinct rejected text
+    /// is logged and counted once, however many events it causes.
+    async fn reload(&mut self) {
+        let path = &self.path;
+        let text = match tokio::fs::read_to_string(path).await {
             Ok(t) => t,
             Err(error) => {
                 // Mid-swap the file may briefly not exist; the next event retries.
                 warn!(%error, path = %path.display(), "Cannot read the config file; keeping the current config");
-                continue;
+                return;
             }
         };
-        if last_text.as_deref() == Some(text.as_str()) {
-            continue;
+        if self.last_text.as_deref() == Some(text.as_str()) {
+            return;
         }
-        last_text = Some(text.clone());
-        match Config::parse(&text) {
+        let current = self.tx.borrow().clone();
+        let result = accept(path, &text, &current, self.mode);
+        self.last_text = Some(text);
+        match result {
             Ok(new) => {
-                let current = tx.borrow().clone();
                 let merged = keep_restart_only_settings(&current, new);
                 if *current == merged {
-                    continue;
+                    return;
                 }
                 info!(path = %path.display(), revisions = merged.revisions.len(), "Config reloaded");
                 ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
-                tx.send_replace(Arc::new(merged));
+                self.tx.send_replace(Arc::new(merged));
             }
             Err(error) => {
-                warn!(%error, path = %path.display(), "Config change rejected; the previous config stays in force");
+                warn!(%error, "Config change rejected; the previous config stays in force");
                 ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => "rejected").increment(1);
             }
         }
     }
+}
+
+/// The config `text` asks for, if it may replace `current`: valid, with settings, and not
+/// removing every revision by leaving the key out (a file cut short would read that way).
+fn accept(path: &Path, text: &str, current: &Config, mode: Mode) -> Result<Config, Error> {
+    let new = Config::parse_file(path, text)?;
+    new.check(mode)?;
+    if new.revisions.is_empty()
+        && !current.revisions.is_empty()
+        && !Document::read(text).has_key("revisions")
+    {
+        return Err(Error::Invalid {
+            key: "revisions".into(),
+            message: format!(
+                "absent from {}, which would remove all {} revisions; write `revisions: []` \
+                 to remove them",
+                path.display(),
+                current.revisions.len()
+            ),
+        });
+    }
+    Ok(new)
 }
 
 /// Returns `new` with the settings that need a restart taken from `current`.
@@ -149,5 +200,48 @@ fn keep_restart_only_settings(current: &Config, mut new: Config) -> Config {
 pub(crate) mod tests_support {
     pub(crate) fn merge(current: &super::Config, new: super::Config) -> super::Config {
         super::keep_restart_only_settings(current, new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_short_or_empty_file_never_replaces_a_working_config() {
+        let path = Path::new("k.yaml");
+        let current = Config::parse("revisions:\n  - name: a\n  - name: b\n").expect("valid");
+        let accept = |text: &str| accept(path, text, &current, Mode::Activator);
+        let e = accept("").expect_err("empty");
+        assert!(
+            e.to_string()
+                .starts_with("k.yaml: the file holds no settings"),
+            "{e}"
+        );
+        assert_eq!(
+            accept("discovery: static\n")
+                .expect_err("no revisions key")
+                .to_string(),
+            "revisions: absent from k.yaml, which would remove all 2 revisions; write \
+             `revisions: []` to remove them"
+        );
+        assert!(accept("revisions: [\n").is_err(), "unparsable");
+        assert!(
+            accept("revisions:\n  - name: a\n    command: [x]\n").is_err(),
+            "mode rule"
+        );
+        assert_eq!(
+            accept("revisions: []\n").expect("explicit").revisions.len(),
+            0
+        );
+        assert_eq!(
+            accept("revisions:\n  - name: c\n")
+                .expect("valid")
+                .revisions
+                .len(),
+            1
+        );
+        let none = Config::parse("{}").expect("valid");
+        assert!(super::accept(path, "discovery: static\n", &none, Mode::Activator).is_ok());
     }
 }

@@ -144,6 +144,23 @@ pub fn pids_with_env(marker: &str) -> Vec<u32> {
     })
 }
 
+/// Kills every process marked `marker` (see [`pids_with_env`]) when dropped: a test that fails
+/// while its binary still runs (the binary is then killed outright) leaves no pod behind.
+pub struct Reaper(pub String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in pids_with_env(&self.0) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// Direct children of `parent` that are still alive.
 pub fn children_of(parent: u32) -> Vec<u32> {
     live_pids(|pid| stat_field(pid, 1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))

@@ -6,6 +6,7 @@ pub mod app;
 pub mod autoscaler;
 pub mod backend;
 pub mod binary;
+pub mod cdp;
 pub mod h2;
 pub mod mixer;
 pub mod otlp;
