@@ -11,6 +11,7 @@ use support::{
     backend::http_echo_on,
     binary::{Running, free_port, start_activator_env, try_exchange},
     otlp::{BlackHole, Received, Receiver},
+    wait,
 };
 use tokio::{net::TcpListener, time::Instant};
 
@@ -36,15 +37,11 @@ fn start(dir: &tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Running {
 
 /// A request through the activator; (status, the response's head and body).
 async fn send(app: &Running, head: &str) -> (u16, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(got) = try_exchange(app.ports.http, head, WAIT).await {
-            return got;
-        }
-        // The listener is not bound yet.
-        assert!(Instant::now() < deadline, "activator never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Retried while the listener is not bound yet.
+    wait::until_some("an answer from the activator", async || {
+        try_exchange(app.ports.http, head, WAIT).await
+    })
+    .await
 }
 
 fn get(extra: &str) -> String {
@@ -67,12 +64,11 @@ fn one<'a>(trace: &'a HashMap<String, Vec<Received>>, name: &str) -> &'a Receive
 
 /// Waits until the binary answers on its admin port.
 async fn up(app: &Running) {
-    let deadline = Instant::now() + WAIT;
     let head = "GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
-    while try_exchange(app.ports.admin, head, WAIT).await.is_none() {
-        assert!(Instant::now() < deadline, "activator never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("the activator's admin port", async || {
+        try_exchange(app.ports.admin, head, WAIT).await.is_some()
+    })
+    .await;
 }
 
 async fn metrics(app: &Running) -> String {
@@ -101,7 +97,7 @@ async fn a_cold_request_with_a_traceparent_yields_its_spans_and_the_pod_a_child_
     let fields = seen(&text);
 
     let trace = receiver
-        .trace(TRACE_ID, &["GET", "throttler_try", "activator_proxy"], WAIT)
+        .trace(TRACE_ID, &["GET", "throttler_try", "activator_proxy"])
         .await;
     let server = one(&trace, "GET");
     let queue = one(&trace, "throttler_try");
@@ -162,9 +158,7 @@ async fn b3_single_and_multi_keep_their_trace_on_both_http_paths() {
     let single = format!("b3: {b3_trace}-e457b5a2e4d86bd1-1\r\n");
     let (status, text) = send(&app, &get(&single)).await;
     assert_eq!(status, 200, "{text}");
-    let trace = receiver
-        .trace(b3_trace, &["GET", "activator_proxy"], WAIT)
-        .await;
+    let trace = receiver.trace(b3_trace, &["GET", "activator_proxy"]).await;
     let attempt = one(&trace, "activator_proxy");
     assert_eq!(one(&trace, "GET").parent_id(), "e457b5a2e4d86bd1");
     let fields = seen(&text);
@@ -187,7 +181,7 @@ async fn b3_single_and_multi_keep_their_trace_on_both_http_paths() {
     assert_eq!(status, 200, "{text}");
     let wide = "000000000000000064fe8b2a57d3eff7";
     let trace = receiver
-        .trace(wide, &["POST", "throttler_try", "activator_proxy"], WAIT)
+        .trace(wide, &["POST", "throttler_try", "activator_proxy"])
         .await;
     let attempt = one(&trace, "activator_proxy");
     assert_eq!(one(&trace, "POST").parent_id(), "05e3ac9a4f6e3b90");
@@ -237,7 +231,7 @@ async fn sampling_rate_zero_exports_only_what_a_sampled_client_asks_for() {
     let tp = format!("traceparent: 00-{TRACE_ID}-{CLIENT_SPAN}-01\r\n");
     assert_eq!(send(&app, &get(&tp)).await.0, 200);
     receiver
-        .trace(TRACE_ID, &["GET", "throttler_try", "activator_proxy"], WAIT)
+        .trace(TRACE_ID, &["GET", "throttler_try", "activator_proxy"])
         .await;
     let others: Vec<_> = receiver
         .spans()
@@ -319,15 +313,11 @@ async fn adapter_checks_get_a_span_saying_whether_they_were_held() {
     .await
     .unwrap();
     // The default batch delay (5 s) applies in-process.
-    let deadline = Instant::now() + WAIT;
-    let spans = loop {
+    let spans = wait::until_some("the two adapter spans", async || {
         let spans = receiver.spans();
-        if spans.len() >= 2 {
-            break spans;
-        }
-        assert!(Instant::now() < deadline, "got {spans:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (spans.len() >= 2).then_some(spans)
+    })
+    .await;
     let mut names: Vec<_> = spans.iter().map(|r| r.span.name.clone()).collect();
     names.sort();
     assert_eq!(names, ["ext_authz.Check", "mixer.HandleAuthorization"]);

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::Span,
 };
 use parking_lot::Mutex;
-use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// A span as received, with its resource's `service.name`.
@@ -127,15 +127,10 @@ impl Receiver {
         self.store.0.lock().clone()
     }
 
-    /// The spans of `trace_id` by name, once `names` have all arrived (panics after `limit`).
-    pub async fn trace(
-        &self,
-        trace_id: &str,
-        names: &[&str],
-        limit: Duration,
-    ) -> HashMap<String, Vec<Received>> {
-        let deadline = Instant::now() + limit;
-        loop {
+    /// The spans of `trace_id` by name, once `names` have all arrived.
+    pub async fn trace(&self, trace_id: &str, names: &[&str]) -> HashMap<String, Vec<Received>> {
+        let what = format!("spans {names:?} of trace {trace_id}");
+        super::wait::until_some(what, async || {
             let mut by_name: HashMap<String, Vec<Received>> = HashMap::new();
             for r in self
                 .spans()
@@ -144,16 +139,12 @@ impl Receiver {
             {
                 by_name.entry(r.span.name.clone()).or_default().push(r);
             }
-            if names.iter().all(|n| by_name.contains_key(*n)) {
-                return by_name;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "trace {trace_id}: wanted {names:?}, got {:?}",
-                by_name.keys().collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            names
+                .iter()
+                .all(|n| by_name.contains_key(*n))
+                .then_some(by_name)
+        })
+        .await
     }
 }
 
