@@ -36,6 +36,7 @@ P_BACKEND_H1, P_BACKEND_H2 = 18081, 18082
 P_NGINX_H1, P_NGINX_H2 = 18083, 18084
 P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER = 18012, 18013, 18090, 18100, 18180
 P_GATEWAY = 18095  # the "Service VIP" the gateway emulator routes to
+P_OTLP = 18317  # the OTLP sink of --traces
 
 # CPU pinning (2-core machine): proxies on CPU 1, load generators and backends on CPU 0.
 CPU_PROXY, CPU_CLIENT = "1", "0"
@@ -306,7 +307,7 @@ pod_name: bench
 """
 
 
-def start_kactivator(name, mode, yaml, cpu=None, threads=None, log_level=None):
+def start_kactivator(name, mode, yaml, cpu=None, threads=None, log_level=None, binary=None, extra_env=None):
     for port in (P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER):
         if not wait_port_free(port):
             raise RuntimeError(f"port {port} still in use")
@@ -316,7 +317,8 @@ def start_kactivator(name, mode, yaml, cpu=None, threads=None, log_level=None):
     env = {"RUST_LOG": log_level or os.environ.get("BENCH_RUST_LOG", "warn")}
     if threads:
         env["TOKIO_WORKER_THREADS"] = str(threads)
-    p = spawn(name, [KACTIVATOR, "--mode", mode, "--config", path, "--log-format", "json"], cpu=cpu, env=env)
+    env.update(extra_env or {})
+    p = spawn(name, [binary or KACTIVATOR, "--mode", mode, "--config", path, "--log-format", "json"], cpu=cpu, env=env)
     if not wait_port(P_ADMIN, 20, p):
         raise RuntimeError(f"kactivator ({name}) did not start; see {WORK}/{name}.log")
     main_port = P_HTTP if mode == "activator" else P_GRPC
@@ -435,7 +437,7 @@ def phase_warm(cfg):
   }}""", cpu=CPU_PROXY)
     # TCP probes: the backend's h2c port speaks only HTTP/2 (prior knowledge), which an HTTP/1.1
     # probe cannot reach.
-    kact = start_kactivator("kactivator-warm", "activator", f"""discovery: static
+    kact_yaml = f"""discovery: static
 activator:
   probe_style: tcp
 revisions:
@@ -450,22 +452,43 @@ revisions:
     name: warm-h2
     endpoints: [127.0.0.1:{P_BACKEND_H2}]
     min_scale: 1
-""", cpu=CPU_PROXY, threads=1)
+"""
+    # Variants of kactivator measured in turn on the same ports: this build; with --traces, this
+    # build exporting traces at 1 % (OTLP sink on the client core); with BENCH_BASELINE, another
+    # binary (e.g. main's) for an unchanged-path comparison.
+    variants = [("kactivator", None, None)]
+    if os.environ.get("BENCH_BASELINE"):
+        variants.append(("kactivator-baseline", os.environ["BENCH_BASELINE"], None))
+    sink = None
+    if cfg.get("traces"):
+        sink = spawn("otlp-sink", [os.path.join(RELEASE, "examples", "bench_otlp_sink"),
+                                   "--addr", f"127.0.0.1:{P_OTLP}"], cpu=CPU_CLIENT)
+        if not wait_port(P_OTLP, 20, sink):
+            raise RuntimeError(f"OTLP sink did not start; see {WORK}/otlp-sink.log")
+        variants.append(("kactivator-traces-1pct", None, {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{P_OTLP}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        }))
     for port in (P_BACKEND_H1, P_BACKEND_H2, P_NGINX_H1, P_NGINX_H2):
         if not wait_port(port):
             raise RuntimeError(f"nginx port {port} did not open; see {WORK}")
     headers = {"Host": "warm.bench", "Knative-Serving-Namespace": "default", "Knative-Serving-Revision": "warm"}
-    ok = False
-    for _ in range(100):  # ≤ 10 s for the first probe to pass
-        if http_get(f"http://127.0.0.1:{P_HTTP}/", headers)[0] == 200:
-            ok = True
-            break
-        time.sleep(0.1)
-    if not ok:
-        log("warm path: kactivator does not answer 200 yet (activator branch not merged?); measuring anyway")
-    targets = [("direct", None, P_BACKEND_H1, P_BACKEND_H2),
-               ("kactivator", kact, P_HTTP, P_H2C),
-               ("nginx", proxy, P_NGINX_H1, P_NGINX_H2)]
+
+    def start_variant(name, binary, env):
+        p = start_kactivator(f"{name}-warm", "activator", kact_yaml, cpu=CPU_PROXY, threads=1,
+                             binary=binary, extra_env=env)
+        for _ in range(100):  # ≤ 10 s for the first probe to pass
+            if http_get(f"http://127.0.0.1:{P_HTTP}/", headers)[0] == 200:
+                return p
+            time.sleep(0.1)
+        log(f"warm path: {name} does not answer 200 yet; measuring anyway")
+        return p
+
+    targets = [("direct", None, P_BACKEND_H1, P_BACKEND_H2)] + \
+              [(name, (binary, env), P_HTTP, P_H2C) for name, binary, env in variants] + \
+              [("nginx", proxy, P_NGINX_H1, P_NGINX_H2)]
+    kact = None
     rows = []
     dur, reps = cfg["warm_duration"], cfg["warm_reps"]
     conns = cfg["warm_connections"]
@@ -474,6 +497,10 @@ revisions:
         hdr_args += ["-H", f"{k}: {v}"]
     for rep in range(reps):
         for name, proc, h1, h2 in targets:
+            if isinstance(proc, tuple):
+                if kact:
+                    stop(kact)
+                kact = proc = start_variant(name, *proc)
             for proto in ("h1", "h2c"):
                 port = h1 if proto == "h1" else h2
                 if proto == "h1":
@@ -489,7 +516,7 @@ revisions:
                 c0 = cpu_ticks(proc.pid) if proc else 0
                 b0 = cpu_ticks(backend.pid)
                 wait_quiet()
-                foreign = Foreign([backend.pid, proxy.pid, kact.pid])
+                foreign = Foreign([p.pid for p in (backend, proxy, kact, sink) if p])
                 r = run(cmd, timeout=dur + 60, cpu=CPU_CLIENT)
                 foreign_cores = foreign.cores()
                 c1 = cpu_ticks(proc.pid) if proc else 0
@@ -508,8 +535,9 @@ revisions:
                     f"(other jobs: {foreign_cores} cores)")
                 rows.append(row)
     write_csv("warm.csv", rows)
-    for p in (kact, proxy, backend):
-        stop(p)
+    for p in (kact, proxy, backend, sink):
+        if p:
+            stop(p)
 
 
 def write_csv(name, rows):
@@ -778,6 +806,8 @@ def main():
     ap.add_argument("--only", default="warm,cold,hold,adapter,idle",
                     help="comma-separated phases: warm,cold,hold,adapter,idle")
     ap.add_argument("--trials", type=int, help="cold-start trials per configuration")
+    ap.add_argument("--traces", action="store_true",
+                    help="warm: also measure kactivator exporting traces at 1 %% sampling")
     args = ap.parse_args()
     atexit.register(cleanup)
     signal.signal(signal.SIGINT, on_signal)
@@ -790,6 +820,7 @@ def main():
         cold_trials=args.trials or (3 if args.quick else 30), cold_delays=[0, 500],
         hold_requests=10000, hold_delay_ms=5000 if args.quick else 8000, hold_cc=100, hold_timeout_s=120,
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
+        traces=args.traces,
     )
     phases = args.only.split(",")
     QUIET_WAIT[0] = float(os.environ.get("BENCH_QUIET_WAIT", 2.0 if args.quick else 30.0))

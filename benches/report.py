@@ -59,6 +59,9 @@ def table(header, rows):
     return "\n".join(out)
 
 
+# `kactivator-baseline` (BENCH_BASELINE) and `kactivator-traces-1pct` (--traces) when measured.
+WARM_TARGETS = ("direct", "kactivator", "kactivator-baseline", "kactivator-traces-1pct", "nginx")
+
 QUIET = 0.3  # cores used by other jobs below which a repetition counts as quiet
 
 
@@ -66,7 +69,7 @@ def warm_section(rows):
     if not rows:
         return "_Warm path not measured in this run._", {}
     agg = {}
-    for target in ("direct", "kactivator", "nginx"):
+    for target in WARM_TARGETS:
         for proto in ("h1", "h2c"):
             rs = [r for r in rows if r["target"] == target and r["proto"] == proto]
             if not rs:
@@ -85,7 +88,7 @@ def warm_section(rows):
         body = []
         n = agg.get(("nginx", proto))
         d = agg.get(("direct", proto))
-        for target in ("direct", "kactivator", "nginx"):
+        for target in WARM_TARGETS:
             a = agg.get((target, proto))
             if not a:
                 continue

@@ -6,6 +6,10 @@
 #   benches/run.sh            full run (~20 min on 2 cores)
 #   benches/run.sh --quick    short run (under 3 minutes once built)
 #   benches/run.sh --only warm,cold,hold,adapter,idle,kube [--trials N]
+#   benches/run.sh --only warm --traces    warm path also with traces exported at 1 % sampling
+#                                          (OTLP/gRPC to examples/bench_otlp_sink)
+#   BENCH_BASELINE=/path/to/kactivator benches/run.sh --only warm   also measures that binary
+#                                          (e.g. main's) on the warm path, for an off-vs-before check
 #
 # `kube` is benches/kube_scale.rs (`cargo bench --bench kube_scale`): discovery: kubernetes with
 # 5,000 Revisions / 20,000 pods against the fake API server of tests/support, and the cold start

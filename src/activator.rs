@@ -25,6 +25,7 @@ mod status;
 mod subset;
 pub(crate) mod throttler;
 mod timeouts;
+mod trace;
 pub(crate) mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -133,6 +134,7 @@ impl Activator {
         let max_connections = max_connections(cfg.activator.max_connections);
         tracing::info!(max_connections, "Client connections per listener");
         let handler = Handler::new(
+            crate::telemetry::otel::Traces::from_config(&cfg.tracing),
             throttler,
             cfg.activator.connect_timeout,
             reporter,

@@ -114,12 +114,14 @@ impl Adapter {
             connect,
             MAX_ENDPOINT_CLIENTS,
         );
+        let traces = crate::telemetry::otel::Traces::from_config(&cfg.tracing);
         let shared = Shared::new(
             ctx.config.clone(),
             healthy,
             ctx.drain.clone(),
             targets,
             routes,
+            traces,
         );
         Ok(Self {
             listener,

@@ -13,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-pub use file::{ADMIN, ADMIN_AUTOSCALER, KubernetesConfig, MeshMode};
+pub use file::{ADMIN, ADMIN_AUTOSCALER, KubernetesConfig, MeshMode, TracingConfig};
 pub use file::{
     ActivatorConfig, AdapterConfig, AutoscalerConfig, Config, DiscoveryKind, Encoding, Listen,
     ProbeStyle, Protocol, RevisionConfig, ShutdownConfig, TlsConfig,

@@ -142,7 +142,7 @@ pub fn check_request(buf: &[u8]) {
     );
 
     let mut out = Vec::new();
-    req.head_for(POD, &mut out);
+    req.head_for(POD, &[], &mut out);
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut pod = httparse::Request::new(&mut storage);
     match pod.parse(&out) {

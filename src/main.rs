@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let loaded = config::load(cli.config.as_deref(), &env)
         .map_err(app::CheckError::from)
         .and_then(|(config, source)| app::check(cli.mode, &config).map(|()| (config, source)));
-    let (config, source) = match loaded {
+    let (mut config, source) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("kactivator: invalid config: {error}");
@@ -60,6 +60,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         if let Some(pod) = in_pod {
+            // Before the listeners: their tracer is built once (at most a 3 s wait). The
+            // autoscaler mode creates no spans.
+            if cli.mode != kactivator::cli::Mode::Autoscaler {
+                telemetry::config_observability::apply_in_pod(
+                    &pod.system_namespace,
+                    &mut config.tracing,
+                )
+                .await;
+            }
             // In the background: start-up does not wait for the API server.
             telemetry::config_logging::spawn(log_level, pod.system_namespace, pod.config_logging);
         }

@@ -52,6 +52,12 @@ pub const KUBERNETES_WATCH_ERRORS: &str = "kactivator_kubernetes_watch_errors_to
 /// Gauge 1/0: `discovery: kubernetes` has listed every watched resource once.
 pub const KUBERNETES_SYNCED: &str = "kactivator_kubernetes_synced";
 
+/// Counter, label `reason` (`queue_full`, `export_failed`): trace spans never delivered to
+/// the collector. Requests never wait for the export.
+pub const TRACE_SPANS_DROPPED: &str = "kactivator_trace_spans_dropped_total";
+/// Counter of trace spans the collector accepted.
+pub const TRACE_SPANS_EXPORTED: &str = "kactivator_trace_spans_exported_total";
+
 /// Label names shared by the per-revision metrics.
 pub const LABEL_NAMESPACE: &str = "k8s_namespace_name";
 pub const LABEL_REVISION: &str = "kn_revision_name";
@@ -166,6 +172,14 @@ fn describe() {
         "Adapter holds that ended without a ready pod, by api"
     );
     describe_counter!(CONFIG_RELOADS, "Config file reloads, by result");
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans never delivered to the collector, by reason (queue_full, export_failed)"
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED,
+        "Trace spans accepted by the collector"
+    );
     describe_counter!(
         KUBERNETES_WATCH_ERRORS,
         "Failed Kubernetes list/watch calls, by resource (retried with backoff)"

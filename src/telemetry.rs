@@ -2,6 +2,9 @@
 //! can be changed after start-up (Knative's `config-logging` ConfigMap, see [`config_logging`]).
 
 pub mod config_logging;
+pub mod config_observability;
+pub mod otel;
+pub(crate) mod propagation;
 
 use std::{fmt, io::IsTerminal as _};
 

@@ -21,6 +21,7 @@ use super::{
     stats::GaugeGuard,
     throttler::Revision,
     timeouts::{Alarm, Clock},
+    trace::RequestTrace,
 };
 use crate::autoscaler::{ConcurrencyReporter, RequestGuard};
 
@@ -42,6 +43,8 @@ pub(crate) struct Completion {
     pub(crate) permit: Option<Permit>,
     pub(crate) in_flight: Option<InFlight>,
     pub(crate) active: Option<GaugeGuard>,
+    /// Its spans, ended with the status.
+    pub(crate) trace: RequestTrace,
 }
 
 impl Completion {
@@ -54,6 +57,7 @@ impl Completion {
             permit: None,
             in_flight: None,
             active: None,
+            trace: RequestTrace::default(),
         }
     }
 
@@ -95,7 +99,9 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let stats = &self.rev.stats;
-        stats.codes.count(self.code.unwrap_or(CLIENT_CLOSED));
+        let code = self.code.unwrap_or(CLIENT_CLOSED);
+        stats.codes.count(code);
+        self.trace.end(code);
         stats.duration.record(self.start.elapsed().as_secs_f64());
     }
 }

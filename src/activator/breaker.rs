@@ -78,7 +78,7 @@ impl Breaker {
         }
     }
 
-    /// Requests waiting for capacity now.
+    /// Requests waiting for capacity now (the queue depth a new request's trace records).
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }

@@ -39,6 +39,7 @@ use super::{
     retry::{Attempts, Failure, Retry},
     stats::GaugeGuard,
     timeouts::Clock,
+    trace::RequestTrace,
     upstream::{self, Conn, ConnectError},
 };
 use crate::drain::Drain;
@@ -123,7 +124,8 @@ async fn read_head(client: &mut Client, handler: &Handler, drain: &Drain) -> Opt
     loop {
         if !client.buf.is_empty() {
             let table = handler.inner().throttler.load();
-            match head::request(&client.buf, &table, client.peer) {
+            let traced = handler.inner().traces.is_some();
+            match head::request_traced(&client.buf, &table, client.peer, traced) {
                 Next::Partial => {}
                 next => return Some(next),
             }
@@ -171,12 +173,19 @@ async fn exchange(client: &mut Client, req: &Request, h: &Inner, drain: &Drain) 
     let start = Instant::now();
     let rev = &req.route.rev;
     let mut done = Completion::new(start, rev.clone());
+    if let (Some(traces), Some(inbound)) = (&h.traces, &req.trace) {
+        done.trace = RequestTrace::start(traces, inbound, rev);
+    }
     done.track(&h.reporter);
     client.buf.advance(req.head_len);
     let clock = Clock::of(&req.route, start);
     // Nothing is written before the response head, so the next deadline stays put.
     let (deadline, expiry) = clock.next();
-    let forwarded = timeout_at(deadline, forward(client, req, h, start, drain)).await;
+    let forwarded = timeout_at(
+        deadline,
+        forward(client, req, h, start, drain, &mut done.trace),
+    )
+    .await;
     match forwarded.unwrap_or_else(|_| Err(Failed::Error(expiry.error()))) {
         // Boxed for the same reason as the attempts.
         Ok(sent) => Box::pin(relay_response(client, sent, done, clock, drain)).await,
@@ -199,24 +208,29 @@ async fn forward(
     h: &Inner,
     start: Instant,
     drain: &Drain,
+    trace: &mut RequestTrace,
 ) -> Result<Sent, Failed> {
     let rev = &req.route.rev;
     let cold = rev.trackers.load().is_empty();
+    let queue = trace.queue(rev, cold);
     if cold && client.buf.is_empty() {
         // A cold start holds this request for a while, and thousands like it: keep no
         // buffer meanwhile (reading resumes into a new one).
         client.buf = BytesMut::new();
     }
     let permit = tokio::select! {
-        permit = h.admit(rev, req.settings) => permit.map_err(Failed::Error)?,
+        permit = h.admit(rev, req.settings) => permit,
         () = client_gone(client) => return Err(Failed::ClientGone),
     };
+    queue.end(permit.as_ref().map(|_| ()));
+    let permit = permit.map_err(Failed::Error)?;
     // Boxed: a waiting request keeps only the small state above; the exchange with the pod
     // is allocated once there is capacity.
-    Box::pin(attempts(client, req, h, start, drain, permit, cold)).await
+    Box::pin(attempts(client, req, h, start, drain, permit, cold, trace)).await
 }
 
 /// Picks a pod and sends the request, retrying as `retry::Attempts` decides.
+#[allow(clippy::too_many_arguments)] // the request's state, passed once from `forward`
 async fn attempts(
     client: &mut Client,
     req: &Request,
@@ -225,6 +239,7 @@ async fn attempts(
     drain: &Drain,
     permit: Permit,
     cold: bool,
+    trace: &mut RequestTrace,
 ) -> Result<Sent, Failed> {
     let rev = &req.route.rev;
     let mut attempts = Attempts::new(req.settings.max_retries, req.idempotent);
@@ -237,10 +252,12 @@ async fn attempts(
         };
         let tracker = in_flight.tracker();
         let addr = tracker.addr;
+        let attempt = trace.attempt(addr);
         if !tracker.speaks().http1 {
             // This path only speaks HTTP/1.1 upstream; the revision was taken while every pod
             // did. A pod that joined since and does not is passed over like a failed connect.
             let source = io::Error::new(io::ErrorKind::Unsupported, "pod does not speak HTTP/1.1");
+            attempt.failed(&source);
             if h.retry(rev, &mut attempts, addr, Failure::Connect, true, &source) == Retry::Fail {
                 return Err(Failed::Error(Error::UpstreamIo {
                     addr,
@@ -264,6 +281,7 @@ async fn attempts(
                         ConnectError::Failed(_) => Failure::Connect,
                     };
                     let source = e.into_io();
+                    attempt.failed(&source);
                     if h.retry(rev, &mut attempts, addr, failure, true, &source) == Retry::Fail {
                         return Err(Failed::Error(Error::UpstreamIo {
                             addr,
@@ -277,18 +295,19 @@ async fn attempts(
         let sent_at = start.elapsed();
         active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
         let cold_start_ms = cold.then(|| headers::cold_start_ms(sent_at));
-        match send(
+        let sent = send(
             client,
             req,
             &mut up,
-            tracker.authority.as_str(),
+            (tracker.authority.as_str(), &attempt.fields()),
             &mut head,
             drain,
             cold_start_ms,
         )
-        .await
-        {
+        .await;
+        match sent {
             Ok(resp) => {
+                trace.answered(attempt, resp.status);
                 return Ok(Sent {
                     up,
                     resp,
@@ -304,6 +323,7 @@ async fn attempts(
                 whole,
                 error,
             }) => {
+                attempt.failed(&error);
                 // Only a reused connection can have been closed by the pod while idle.
                 let failure = if stale && up.reused {
                     Failure::Stale
@@ -334,13 +354,13 @@ async fn send(
     client: &mut Client,
     req: &Request,
     up: &mut Conn,
-    authority: &str,
+    (authority, trace): (&str, &[(&str, String)]),
     head: &mut Vec<u8>,
     drain: &Drain,
     cold_start_ms: Option<u64>,
 ) -> Result<head::Response, SendError> {
     head.clear();
-    req.head_for(authority, head);
+    req.head_for(authority, trace, head);
     up.buf.clear();
     // Body bytes already read go out with the head; a body read whole stays in the buffer
     // until the response starts, so that a stale connection can be retried.

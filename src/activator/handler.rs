@@ -28,8 +28,14 @@ use super::{
     stats::{Codes, GaugeGuard},
     throttler::{Revision, Route, Settings, Throttler},
     timeouts::Clock,
+    trace::{Inbound, RequestTrace},
 };
-use crate::{admin::Readiness, autoscaler::ConcurrencyReporter, backends::Backends};
+use crate::{
+    admin::Readiness,
+    autoscaler::ConcurrencyReporter,
+    backends::Backends,
+    telemetry::{otel::Traces, propagation},
+};
 
 static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 
@@ -49,6 +55,8 @@ pub(crate) struct Handler {
 
 #[derive(Debug)]
 pub(super) struct Inner {
+    /// Present when traces are on: off costs one check per request.
+    pub(super) traces: Option<Traces>,
     pub(super) throttler: Arc<Throttler>,
     clients: Clients,
     /// Bounds each TCP connect of the HTTP/1.1 fast path (the pooled clients have their own).
@@ -73,6 +81,8 @@ struct Facts {
     replayable: bool,
     /// The fields the pod gets (with the client's address in `X-Forwarded-For`).
     rewrite: RequestRewrite,
+    /// With traces on: what the server span starts from.
+    trace: Option<Inbound>,
 }
 
 /// A response from a pod, with what must live as long as its body.
@@ -88,6 +98,7 @@ struct Forwarded {
 
 impl Handler {
     pub(crate) fn new(
+        traces: Option<Traces>,
         throttler: Arc<Throttler>,
         connect_timeout: Duration,
         reporter: ConcurrencyReporter,
@@ -97,6 +108,7 @@ impl Handler {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                traces,
                 throttler,
                 clients: Clients::new(connect_timeout),
                 connect_timeout,
@@ -150,6 +162,7 @@ impl Handler {
                                 head.idempotency_key,
                             ),
                             rewrite: RequestRewrite::plan(&head, req.headers(), peer),
+                            trace: inner.traces.as_ref().map(|_| inbound(&req)),
                         };
                         (route, settings, facts)
                     })
@@ -164,13 +177,18 @@ impl Handler {
             }
         };
         let mut done = Completion::new(start, route.rev.clone());
+        if let (Some(traces), Some(inbound)) = (&inner.traces, &facts.trace) {
+            done.trace = RequestTrace::start(traces, inbound, &route.rev);
+        }
         done.track(&inner.reporter);
         let clock = Clock::of(&route, start);
         // Nothing is written before the response head, so the next deadline stays put.
         let (deadline, expiry) = clock.next();
-        let forwarded =
-            tokio::time::timeout_at(deadline, inner.forward(req, &route, settings, start, facts))
-                .await;
+        let forwarded = tokio::time::timeout_at(
+            deadline,
+            inner.forward(req, &route, settings, start, facts, &mut done.trace),
+        )
+        .await;
         let result = forwarded.unwrap_or_else(|_| Err(expiry.error()));
         Ok(match result {
             Ok(f) => inner.respond(f, done, clock),
@@ -230,14 +248,18 @@ impl Inner {
         settings: Settings,
         start: Instant,
         facts: Facts,
+        trace: &mut RequestTrace,
     ) -> Result<Forwarded, Error> {
         let rev = &route.rev;
         let cold = rev.trackers.load().is_empty();
-        let permit = self.admit(rev, settings).await?;
+        let queue = trace.queue(rev, cold);
+        let permit = self.admit(rev, settings).await;
+        queue.end(permit.as_ref().map(|_| ()));
+        let permit = permit?;
         // Boxed: a request waiting in the queue keeps only the small state above alive; the
         // exchange with the pod (retry loop, pooled-client future) is allocated once there is
         // capacity. Held requests are what fill memory during a cold start.
-        Box::pin(self.exchange(req, route, settings, start, permit, cold, facts)).await
+        Box::pin(self.exchange(req, route, settings, start, permit, cold, facts, trace)).await
     }
 
     /// Sends the request to a pod, retrying as `retry::Attempts` decides.
@@ -251,6 +273,7 @@ impl Inner {
         permit: Permit,
         cold: bool,
         facts: Facts,
+        trace: &mut RequestTrace,
     ) -> Result<Forwarded, Error> {
         let rev = &route.rev;
         let upgrade = facts.upgrade;
@@ -263,6 +286,12 @@ impl Inner {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         facts.rewrite.apply(&mut headers, host);
+        if facts.trace.is_some() {
+            // Each attempt sends its own context.
+            for name in propagation::NAMES {
+                headers.remove(name);
+            }
+        }
         let mut out = Outbound {
             method: parts.method,
             // Set per attempt: it follows what the picked pod speaks.
@@ -286,6 +315,12 @@ impl Inner {
             out.version = protocol::upstream(route.protocol, parts.version, upgrade, speaks);
             let client = self.clients.for_version(out.version);
             let last = attempts.exhausted(body.untouched());
+            let attempt = trace.attempt(addr);
+            for (name, value) in attempt.fields() {
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    out.headers.insert(HeaderName::from_static(name), value);
+                }
+            }
             let up = out.request(in_flight.tracker(), body.attempt(), last)?;
             let sent_at = start.elapsed();
             active.get_or_insert_with(|| GaugeGuard::new(&rev.stats.active));
@@ -314,15 +349,18 @@ impl Inner {
                 Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
                     // A switch nobody asked for: what follows is not HTTP, and must not reach
                     // the client as if it were (the fast path refuses it the same way).
-                    return Err(Error::UpstreamIo {
+                    let error = Error::UpstreamIo {
                         addr,
                         error: std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             "101 Switching Protocols to a request that asked for no upgrade",
                         ),
-                    });
+                    };
+                    attempt.failed(&error);
+                    return Err(error);
                 }
                 Ok(resp) => {
+                    trace.answered(attempt, resp.status().as_u16());
                     return Ok(Forwarded {
                         resp,
                         is_head,
@@ -334,6 +372,7 @@ impl Inner {
                     });
                 }
                 Err((failure, error)) => {
+                    attempt.failed(&error);
                     if body.client_failed() {
                         // The client's body broke (bad chunk syntax, cut off): its fault, not
                         // the pod's, and nothing more can be read from it.
@@ -430,6 +469,15 @@ async fn tunnel(client: OnUpgrade, pod: OnUpgrade, done: Completion) {
         debug!(%error, "Upgraded connection ended with an error");
     }
     drop(done);
+}
+
+/// What the server span of `req` starts from (traces on only).
+fn inbound(req: &Request<Incoming>) -> Inbound {
+    let mut incoming = propagation::Incoming::default();
+    for (name, value) in headers::fields(req.headers()) {
+        incoming.add(name, value);
+    }
+    Inbound::new(incoming.parent(), req.method().as_str(), req.uri().path())
 }
 
 /// Bytes of the request head, as HTTP/1.1 would send it (approximately).

@@ -60,6 +60,18 @@ pub(crate) async fn hold_all(
     outcome
 }
 
+impl Hold {
+    /// Its name in traces.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::NotNeeded => "not_needed",
+            Self::Ready => "ready",
+            Self::Expired => "expired",
+            Self::Closing => "closing",
+        }
+    }
+}
+
 /// Waits as described in the module docs. Never longer than `limit`.
 pub(crate) async fn hold(
     healthy: &watch::Receiver<Endpoints>,

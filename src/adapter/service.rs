@@ -5,6 +5,10 @@ use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
+use opentelemetry::{
+    KeyValue,
+    trace::{Span as _, SpanKind, Tracer as _},
+};
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
@@ -17,7 +21,7 @@ use super::{
 };
 use crate::{
     config::SharedConfig, discovery::kingress::Routes, drain::Drain, endpoints::Endpoints, metrics,
-    revision::RevisionKey,
+    revision::RevisionKey, telemetry::otel::Traces,
 };
 
 /// [`Shared::status`]'s figures.
@@ -43,6 +47,8 @@ struct Inner {
     hosts: HostIndex,
     /// The KIngress route table (empty without `discovery: kubernetes`).
     routes: watch::Receiver<Routes>,
+    /// Present when traces are on.
+    traces: Option<Traces>,
     holds: Holds,
 }
 
@@ -71,6 +77,7 @@ impl Shared {
         drain: Drain,
         targets: Targets,
         routes: watch::Receiver<Routes>,
+        traces: Option<Traces>,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -80,6 +87,7 @@ impl Shared {
             pokes: Pokes::default(),
             hosts: HostIndex::default(),
             routes,
+            traces,
             holds: Holds::default(),
         }))
     }
@@ -163,13 +171,37 @@ impl Shared {
         self.no_revision(api, host);
     }
 
-    /// Holds a CHECK per `hold_until_ready`, until every one of `keys` has a ready pod.
+    /// Holds a CHECK per `hold_until_ready`, until every one of `keys` has a ready pod; with
+    /// traces on, in a span of the call (the revisions, whether it was held, how it ended).
     pub(crate) async fn hold(&self, api: Api, keys: &[RevisionKey], cfg: &SharedConfig) {
         let limit = cfg.adapter.hold_until_ready;
+        let span = self.0.traces.as_ref().map(|traces| {
+            let name = match api {
+                Api::ExtAuthz => "ext_authz.Check",
+                Api::Authorization | Api::Metric => "mixer.HandleAuthorization",
+            };
+            // A split names several revisions: comma-separated.
+            let names: Vec<&str> = keys.iter().map(RevisionKey::name).collect();
+            let namespace = keys.first().map_or("", RevisionKey::namespace);
+            traces
+                .tracer()
+                .span_builder(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("kn.revision.name", names.join(",")),
+                    KeyValue::new("k8s.namespace.name", namespace.to_owned()),
+                ])
+                .start(traces.tracer())
+        });
         let holds = &self.0.holds;
         holds.waiting.fetch_add(1, Ordering::Relaxed);
         let waiting = Waiting(&holds.waiting);
         let outcome = hold_all(&self.0.healthy, keys, limit, &self.0.drain).await;
+        if let Some(mut span) = span {
+            span.set_attribute(KeyValue::new("kactivator.held", outcome != Hold::NotNeeded));
+            span.set_attribute(KeyValue::new("kactivator.hold.outcome", outcome.as_str()));
+            span.end();
+        }
         drop(waiting);
         if outcome != Hold::NotNeeded {
             holds.held.fetch_add(1, Ordering::Relaxed);

@@ -28,6 +28,8 @@ pub struct Config {
     pub revisions: Vec<RevisionConfig>,
     /// `discovery: kubernetes` settings.
     pub kubernetes: KubernetesConfig,
+    /// OpenTelemetry traces (`OTEL_*` variables win over these keys).
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             revisions: Vec::new(),
             kubernetes: KubernetesConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -379,6 +382,32 @@ impl Default for KubernetesConfig {
             service_suffix: "-private".into(),
             namespace: None,
             mesh: MeshMode::Disabled,
+        }
+    }
+}
+
+/// OpenTelemetry traces, exported over OTLP/gRPC. Off while no endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`; read at start-up (a change needs a restart).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Collector, `http://host:4317`.
+    pub endpoint: Option<String>,
+    /// Fraction of new traces kept (parent-based: a client's sampled flag is followed).
+    pub sampling_rate: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Ended spans waiting for export; beyond it spans are dropped and counted.
+    pub export_queue: usize,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sampling_rate: 1.0,
+            service_name: "kactivator".into(),
+            export_queue: 2048,
         }
     }
 }

@@ -102,7 +102,12 @@ where
 /// - anything else: 200 with one `name: value` line per request header, after
 ///   `method`, `path` and `port` lines, then `body-bytes: N`.
 pub async fn http_echo() -> Backend {
-    spawn_accept(|stream, hits, seqs| async move {
+    http_echo_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+}
+
+/// [`http_echo`] on a listener bound by the caller (a pod that starts on a known port).
+pub async fn http_echo_on(listener: TcpListener) -> Backend {
+    spawn_accept_on(listener, |stream, hits, seqs| async move {
         let port = stream.local_addr().unwrap().port();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (hits, seqs) = (hits.clone(), seqs.clone());

@@ -9,5 +9,6 @@ pub mod binary;
 pub mod cdp;
 pub mod h2;
 pub mod mixer;
+pub mod otlp;
 pub mod wait;
 pub mod wire;

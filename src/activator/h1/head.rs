@@ -15,7 +15,9 @@ use crate::activator::{
     headers::{self, RequestHead, ResponseHead, name},
     revision::normalize_host,
     throttler::{Route, Settings, Table},
+    trace::Inbound,
 };
+use crate::telemetry::propagation;
 
 /// Header lines parsed per head; a head with more goes to the general path.
 const MAX_HEADERS: usize = 64;
@@ -51,16 +53,22 @@ pub(crate) struct Request {
     pub(crate) idempotent: bool,
     /// The client asked for the connection to close after this response.
     pub(crate) close: bool,
+    /// With traces on: the client's trace context, whose fields were left out of `head`
+    /// (each attempt sends its own).
+    pub(crate) trace: Option<Box<Inbound>>,
 }
 
 impl Request {
-    /// The head for one attempt to the pod at `authority`.
-    pub(crate) fn head_for(&self, authority: &str, out: &mut Vec<u8>) {
+    /// The head for one attempt to the pod at `authority`, with the attempt's trace fields.
+    pub(crate) fn head_for(&self, authority: &str, trace: &[(&str, String)], out: &mut Vec<u8>) {
         out.reserve(self.head.len() + authority.len() + 8);
         out.extend_from_slice(&self.head[..self.host_at]);
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(authority.as_bytes());
         out.extend_from_slice(b"\r\n");
+        for (name, value) in trace {
+            push_field(out, name, value.as_bytes());
+        }
         out.extend_from_slice(&self.head[self.host_at..]);
     }
 }
@@ -89,7 +97,13 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// Reads the request head at the start of `buf` and decides how it is served. `peer` is
 /// the client's address, appended to `X-Forwarded-For`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn request(buf: &[u8], table: &Table, peer: IpAddr) -> Next {
+    request_traced(buf, table, peer, false)
+}
+
+/// [`request`], also reading the client's trace context when `trace` (traces are on).
+pub(crate) fn request_traced(buf: &[u8], table: &Table, peer: IpAddr, trace: bool) -> Next {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
     let head_len = match req.parse(buf) {
@@ -150,9 +164,13 @@ pub(crate) fn request(buf: &[u8], table: &Table, peer: IpAddr) -> Next {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let host_at = out.len();
     let mut forwarded: Vec<&[u8]> = Vec::new();
+    let mut incoming = propagation::Incoming::default();
     for h in fields {
         if headers::eq(h.name, name::X_FORWARDED_FOR) {
             forwarded.push(h.value);
+        }
+        if trace && incoming.add(h.name, h.value) {
+            continue;
         }
         if !headers::drop_request_field(h.name, &head.connection, false) {
             push_field(&mut out, h.name, h.value);
@@ -184,6 +202,7 @@ pub(crate) fn request(buf: &[u8], table: &Table, peer: IpAddr) -> Next {
         is_head: method == "HEAD",
         idempotent: headers::replayable(method, head.idempotency_key),
         close: head.connection.has("close"),
+        trace: trace.then(|| Box::new(Inbound::new(incoming.parent(), method, target))),
     }))
 }
 
@@ -413,12 +432,48 @@ mod tests {
         assert!(!req.close && !req.is_head && !req.idempotent);
         assert_eq!(req.route.rev.key.to_string(), "prod/hello");
         let mut out = Vec::new();
-        req.head_for("10.0.0.7:8080", &mut out);
+        req.head_for("10.0.0.7:8080", &[], &mut out);
         assert_eq!(
             text(&out),
             "POST /a/b?c=d HTTP/1.1\r\nhost: 10.0.0.7:8080\r\nX-Case: V\r\nContent-Length: 3\r\n\
              k-original-host: Hello.Prod:8080\r\nte: trailers\r\nx-forwarded-for: 127.0.0.3\r\n\
              k-proxy-request: activator\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn with_traces_on_the_clients_context_is_replaced_per_attempt() {
+        let raw = "GET /p?q HTTP/1.1\r\nHost: hello.prod\r\n\
+                   traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+                   tracestate: a=b\r\nX-B3-TraceId: 4bf92f3577b34da6a3ce929d0e0e4736\r\n\
+                   X-B3-SpanId: 00f067aa0ba902b7\r\nX-B3-ParentSpanId: 1111111111111111\r\n\r\n";
+        // Off: every field crosses untouched, and nothing is read.
+        let off = proxied(raw);
+        assert!(off.trace.is_none());
+        let mut out = Vec::new();
+        off.head_for("p:1", &[], &mut out);
+        assert!(text(&out).contains("X-B3-ParentSpanId: 1111111111111111\r\n"));
+        let Next::Proxy(on) = request_traced(raw.as_bytes(), &table(), PEER, true) else {
+            panic!("not proxied");
+        };
+        let inbound = on.trace.as_ref().expect("read");
+        assert_eq!(
+            (inbound.method.as_str(), inbound.path.as_str()),
+            ("GET", "/p")
+        );
+        let parent = inbound.parent.context.as_ref().expect("traceparent");
+        assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(inbound.parent.b3, Some(propagation::B3::Multi));
+        let fields = vec![("traceparent", "00-x-y-01".to_owned())];
+        out.clear();
+        on.head_for("p:1", &fields, &mut out);
+        let out = text(&out);
+        assert_eq!(
+            out,
+            "GET /p?q HTTP/1.1\r\nhost: p:1\r\ntraceparent: 00-x-y-01\r\nHost: hello.prod\r\n\
+             tracestate: a=b\r\nk-original-host: hello.prod\r\nx-forwarded-for: 127.0.0.3\r\n\
+             k-proxy-request: activator\r\n\r\n"
+                .replace("Host: hello.prod\r\n", "")
         );
     }
 
@@ -435,7 +490,7 @@ mod tests {
             let req = proxied(&raw);
             assert_eq!(req.content_length, 5);
             let mut out = Vec::new();
-            req.head_for("p:1", &mut out);
+            req.head_for("p:1", &[], &mut out);
             let out = text(&out);
             assert!(out.contains("Content-Length: 5\r\n"), "{conn}: {out}");
             assert_eq!(
@@ -460,7 +515,7 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: api.example.com\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\r\n",
         );
         let mut out = Vec::new();
-        req.head_for("p:1", &mut out);
+        req.head_for("p:1", &[], &mut out);
         let out = text(&out);
         assert!(
             out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.3\r\n"),
@@ -508,7 +563,7 @@ mod tests {
         );
         assert!(kept.is_head);
         let mut out = Vec::new();
-        kept.head_for("p:1", &mut out);
+        kept.head_for("p:1", &[], &mut out);
         assert!(text(&out).contains("k-original-host: first\r\n"));
         assert!(!text(&out).contains("hello.prod"));
     }
