@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use tokio::sync::watch;
 
 use crate::{
-    app::Context, autoscaler::ConcurrencyReporter, backends::Backends, drain::Drain,
+    app::Context, autoscaler_client::ConcurrencyReporter, backends::Backends, drain::Drain,
     revisions::Revisions,
 };
 

@@ -31,7 +31,7 @@ pub use self::tls::{ENV_CERT, ENV_CLIENT_CA, ENV_KEY, TlsError};
 use self::{ext_authz::ExtAuthz, mixer::Mixer, params::Targets, poke::Sink, service::Shared};
 use crate::{
     app::Context,
-    autoscaler::{AutoscalerClient, ClientConfig},
+    autoscaler_client::{AutoscalerClient, ClientConfig},
     drain::Drain,
     endpoints::Endpoints,
     proto::{

@@ -3,9 +3,11 @@
 //! Every source yields the same two tables ([`Discovered`]): the revisions table and the
 //! *discovered* endpoint table. `static` reads both from the (hot-reloaded) config. `local`
 //! takes revisions from the config and endpoints from the local autoscaler's process
-//! supervisor (see `autoscaler::local`). `kubernetes` watches Knative's Revisions and the
+//! supervisor (see `autoscaler::local`), in process, or over its endpoints [`feed`] when it
+//! runs as a separate process. `kubernetes` watches Knative's Revisions and the
 //! Endpoints of their Services (see [`kubernetes`]).
 
+pub mod feed;
 pub mod kubernetes;
 
 use std::sync::Arc;

@@ -5,14 +5,16 @@
 //! ```text
 //! activator:  listener → handler → revision lookup → throttler (queue, capacity) → lb pick → proxy
 //!                                         ↑ capacity          ↑ healthy endpoints
-//!             discovery (static | local) → backends (probe) ──┘
+//!             discovery (static | local | feed | kubernetes) → backends (probe) ──┘
 //!             handler ──(in/out events)──→ concurrency reporter ──→ autoscaler client
 //! adapter:    gRPC service → key derivation → poke coalescer ──→ autoscaler client
 //! autoscaler: stats server → per-revision scaler → process supervisor → endpoints ──→ discovery
 //! ```
 //!
-//! Shared modules (`config`, `endpoints`, `discovery`, `backends`, `autoscaler` client) never
-//! import a mode module (`activator`, `adapter`).
+//! Modes: `activator`, `adapter`, `autoscaler` (the local, single-machine autoscaler). Shared
+//! modules (`config`, `endpoints`, `discovery` with the autoscaler's endpoints `feed`,
+//! `backends`, `autoscaler_client` — the stats client both architectures share — and
+//! `backoff`) never import a mode module.
 #![forbid(unsafe_code)]
 
 pub mod activator;
@@ -20,6 +22,7 @@ pub mod adapter;
 pub mod admin;
 pub mod app;
 pub mod autoscaler;
+pub mod autoscaler_client;
 pub mod backends;
 pub mod cli;
 pub mod config;

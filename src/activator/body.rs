@@ -22,7 +22,7 @@ use super::{
     throttler::Revision,
     timeouts::{Alarm, Clock},
 };
-use crate::autoscaler::RequestGuard;
+use crate::autoscaler_client::RequestGuard;
 
 /// What the activator answers with: a short local body, or the pod's streamed body.
 pub(crate) type ResponseBody = Either<Full<Bytes>, ProxiedBody>;

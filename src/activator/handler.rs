@@ -29,7 +29,7 @@ use super::{
     throttler::{Revision, Route, Settings, Throttler},
     timeouts::Clock,
 };
-use crate::{admin::Readiness, autoscaler::ConcurrencyReporter, backends::Backends};
+use crate::{admin::Readiness, autoscaler_client::ConcurrencyReporter, backends::Backends};
 
 static COLD_START: HeaderName = HeaderName::from_static(headers::name::COLD_START);
 

@@ -25,10 +25,10 @@ use super::{
     scaler::{ScaleBounds, Scaler},
     server::{self, ServerState},
     supervisor::{PodEvent, run_pod},
-    wire::Received,
 };
 use crate::{
     app::Context,
+    autoscaler_client::wire::Received,
     config::{RevisionConfig, SharedConfig},
     endpoints::Endpoints,
     metrics as m,

@@ -1,6 +1,6 @@
-//! The endpoints feed of a local autoscaler running as a separate process, and its client.
+//! The endpoints feed of a local autoscaler running as a separate process: its document and its client.
 //!
-//! `ws://<listen.autoscaler>/endpoints` pushes one JSON text frame per change:
+//! `ws://<listen.autoscaler>/endpoints` (served by `crate::autoscaler`) pushes one JSON text frame per change:
 //! `{"revisions":[{"namespace":"default","name":"hello","endpoints":["127.0.0.1:40123"]}]}`
 //! (every revision with at least one ready pod, sorted). A plain `GET /endpoints` returns the
 //! same document once.
@@ -14,12 +14,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::server::ENDPOINTS_PATH;
 use crate::{
     endpoints::{EndpointMap, Endpoints},
     revision::RevisionKey,
 };
 
+/// Where the autoscaler serves the feed (websocket) and the document (plain GET).
+pub const ENDPOINTS_PATH: &str = "/endpoints";
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// Larger documents are refused (a few thousand revisions fit easily).
