@@ -24,6 +24,7 @@ pub mod app;
 pub mod autoscaler;
 pub mod autoscaler_client;
 pub mod backends;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -27,7 +27,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{config::RevisionConfig, revision::RevisionKey};
+use crate::{backoff::Backoff, config::RevisionConfig, revision::RevisionKey};
 
 /// SIGTERM → SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -39,8 +39,10 @@ const READY_POLL: Duration = Duration::from_millis(1);
 const READY_POLL_MAX: Duration = Duration::from_millis(5);
 /// A connect that neither succeeds nor is refused this fast counts as not ready yet.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
-const RESTART_BACKOFF_BASE: Duration = Duration::from_millis(200);
-const RESTART_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Restart delay: 200 ms after a pod that had been ready, doubling per start that never got
+/// ready, capped at 10 s, plus up to 50 % jitter.
+pub const RESTART_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), 2.0, Duration::from_secs(10));
 /// Longest line forwarded from a pod's output; longer lines are split.
 const MAX_LINE: u64 = 8 * 1024;
 /// The program name that means "this very binary" (the built-in demo app needs nothing else).
@@ -71,7 +73,7 @@ pub async fn run_pod(
             Outcome::WasReady => failures = 0,
             Outcome::NeverReady => failures = failures.saturating_add(1),
         }
-        let delay = restart_backoff(failures);
+        let delay = RESTART_BACKOFF.delay(failures);
         warn!(revision = %key, pod = id, ?delay, "Pod exited; restarting");
         tokio::select! {
             () = stop.cancelled() => return,
@@ -263,22 +265,15 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn restart_backoff(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.min(16));
-    RESTART_BACKOFF_BASE
-        .saturating_mul(factor)
-        .min(RESTART_BACKOFF_CAP)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn restart_backoff_doubles_and_is_capped() {
-        assert_eq!(restart_backoff(0), RESTART_BACKOFF_BASE);
-        assert_eq!(restart_backoff(1), RESTART_BACKOFF_BASE * 2);
-        assert_eq!(restart_backoff(40), RESTART_BACKOFF_CAP);
+        assert_eq!(RESTART_BACKOFF.nominal(0), Duration::from_millis(200));
+        assert_eq!(RESTART_BACKOFF.nominal(1), Duration::from_millis(400));
+        assert_eq!(RESTART_BACKOFF.nominal(40), Duration::from_secs(10));
     }
 
     #[tokio::test]

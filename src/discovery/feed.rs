@@ -15,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    backoff::Backoff,
     endpoints::{EndpointMap, Endpoints},
     revision::RevisionKey,
 };
 
 /// Where the autoscaler serves the feed (websocket) and the document (plain GET).
 pub const ENDPOINTS_PATH: &str = "/endpoints";
-const RETRY_BASE: Duration = Duration::from_millis(100);
-const RETRY_CAP: Duration = Duration::from_secs(5);
+/// The stats client's reconnect rule: 100 ms × 1.3ⁿ, capped at 5 s, plus up to 50 % jitter.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), 1.3, Duration::from_secs(5));
 /// Larger documents are refused (a few thousand revisions fit easily).
 const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
 
@@ -121,10 +122,8 @@ pub fn remote_endpoints(url: String, exit: CancellationToken) -> watch::Receiver
                 Ok(Err(error)) => debug!(url = %feed, %error, "Endpoints feed unreachable"),
                 Err(_) => debug!(url = %feed, "Endpoints feed handshake timed out"),
             }
+            let delay = RECONNECT.delay(failures);
             failures = failures.saturating_add(1);
-            let delay = RETRY_BASE
-                .saturating_mul(2u32.saturating_pow(failures.min(8)))
-                .min(RETRY_CAP);
             tokio::select! {
                 () = exit.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
