@@ -5,6 +5,7 @@
 //! [`supervisor`], and publishes their endpoints: in process to the embedding activator, or on
 //! its `/endpoints` feed (`crate::discovery::feed`) to an activator in another process.
 
+pub mod exec_pod;
 mod local;
 pub mod scaler;
 mod server;

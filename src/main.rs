@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::Path, process::ExitCode};
 use clap::Parser;
 use kactivator::{
     app::App,
+    autoscaler::{exec_pod, supervisor},
     cli::{Cli, LogFormat},
     config::{self, Config, PodEnv, Source},
     drain, telemetry,
@@ -15,6 +16,11 @@ use kactivator::{
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // First: a pod's environment may well carry the demo app's variable.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == exec_pod::ARG) {
+        return exec_pod::main(args);
+    }
     if std::env::var_os(kactivator::demo::ENV).is_some() {
         return kactivator::demo::main();
     }
@@ -38,6 +44,12 @@ fn main() -> ExitCode {
         LogFormat::Text
     });
     let log_level = telemetry::init(format);
+    match std::env::current_exe() {
+        Ok(me) => supervisor::use_exec_wrapper(me),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot find this binary; local pods will outlive a crash")
+        }
+    }
     tracing::info!(mode = ?cli.mode, config = %source, "Configuration loaded");
     // One crypto provider for every TLS user (adapter server, future clients): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();

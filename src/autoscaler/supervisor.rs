@@ -4,13 +4,14 @@
 //! `revisions[].env`, in its own process group. It is ready once its port accepts a TCP
 //! connection; one that is not ready within `startup_timeout`, or that exits, is killed and
 //! restarted with backoff. Stopping sends SIGTERM to the group, then SIGKILL after a grace
-//! period. `kill_on_drop` covers the case where the supervising task itself is dropped.
+//! period. `kill_on_drop` covers the case where the supervising task itself is dropped, and
+//! the [`exec_pod`] wrapper the case where this whole process dies, SIGKILL included.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Stdio,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -27,6 +28,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::exec_pod;
 use crate::{backoff::Backoff, config::RevisionConfig, revision::RevisionKey};
 
 /// SIGTERM → SIGKILL.
@@ -47,6 +49,17 @@ pub const RESTART_BACKOFF: Backoff =
 const MAX_LINE: u64 = 8 * 1024;
 /// The program name that means "this very binary" (the built-in demo app needs nothing else).
 pub const SELF_PROGRAM: &str = "kactivator";
+
+/// The kactivator binary that starts pods through [`exec_pod`], so that they die with us.
+static EXEC_WRAPPER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Starts every pod of this process through `binary exec-pod -- CMD…` (see [`exec_pod`]).
+/// The binary's `main` calls it with itself; a library user (a test running the autoscaler in
+/// its own process) may pass the `kactivator` binary. Without it pods are started directly
+/// and survive a SIGKILL of this process. The first call wins.
+pub fn use_exec_wrapper(binary: PathBuf) {
+    let _ = EXEC_WRAPPER.set(binary);
+}
 
 /// What a pod tells its revision's runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +175,22 @@ fn spawn(key: &RevisionKey, cfg: &RevisionConfig, port: u16) -> std::io::Result<
     } else {
         PathBuf::from(program)
     };
-    let mut cmd = Command::new(program);
+    // The wrapper arms the parent-death signal, which Linux sends when the *thread* that
+    // forked exits. This fork happens right here, on the thread polling this task: a tokio
+    // worker (or the runtime's `block_on` thread), which lives as long as the runtime. Never
+    // move it to `spawn_blocking` or `block_in_place`: those threads exit after 10 s idle and
+    // would take the pods with them.
+    let mut cmd = match EXEC_WRAPPER.get() {
+        Some(wrapper) => {
+            let mut cmd = Command::new(wrapper);
+            cmd.arg(exec_pod::ARG)
+                .arg("--")
+                .arg(program)
+                .env(exec_pod::PARENT_ENV, std::process::id().to_string());
+            cmd
+        }
+        None => Command::new(program),
+    };
     cmd.args(args)
         .env("PORT", port.to_string())
         .env("K_REVISION", key.name())
