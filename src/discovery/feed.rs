@@ -80,8 +80,11 @@ impl Snapshot {
 }
 
 /// Endpoints published by a local autoscaler running as a separate process at `url`
-/// (`autoscaler.url`). Reconnects until `exit`; while disconnected the table is empty, because
-/// that autoscaler stops its pods when it goes away.
+/// (`autoscaler.url`). Reconnects until `exit`, with jittered backoff. While disconnected the
+/// last table stays in force: the prober keeps checking every pod in it, so a pod that went
+/// away with its autoscaler leaves the healthy table at its first failed probe, and a pod
+/// still running keeps serving warm traffic. The first document after a reconnect replaces
+/// the table whole.
 pub fn remote_endpoints(url: String, exit: CancellationToken) -> watch::Receiver<Endpoints> {
     let (tx, rx) = watch::channel(Endpoints::default());
     let feed = format!("{}{ENDPOINTS_PATH}", url.trim_end_matches('/'));
@@ -116,8 +119,7 @@ pub fn remote_endpoints(url: String, exit: CancellationToken) -> watch::Receiver
                             Some(Ok(_)) => {}
                         }
                     }
-                    tx.send_replace(Endpoints::default());
-                    warn!(url = %feed, "Endpoints feed lost; reconnecting");
+                    warn!(url = %feed, "Endpoints feed lost; keeping its last endpoints while they pass their probes, reconnecting");
                 }
                 Ok(Err(error)) => debug!(url = %feed, %error, "Endpoints feed unreachable"),
                 Err(_) => debug!(url = %feed, "Endpoints feed handshake timed out"),
