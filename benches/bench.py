@@ -32,10 +32,12 @@ EX = os.path.join(RELEASE, "examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Fixed loopback ports (away from kactivator's defaults so a dev instance does not collide).
-P_BACKEND_H1, P_BACKEND_H2 = 18081, 18082
-P_NGINX_H1, P_NGINX_H2 = 18083, 18084
-P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER = 18012, 18013, 18090, 18100, 18180
-P_GATEWAY = 18095  # the "Service VIP" the gateway emulator routes to
+# BENCH_PORT_OFFSET shifts them all, for a second run on a shared machine.
+_O = int(os.environ.get("BENCH_PORT_OFFSET", "0"))
+P_BACKEND_H1, P_BACKEND_H2 = 18081 + _O, 18082 + _O
+P_NGINX_H1, P_NGINX_H2 = 18083 + _O, 18084 + _O
+P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER = (p + _O for p in (18012, 18013, 18090, 18100, 18180))
+P_GATEWAY = 18095 + _O  # the "Service VIP" the gateway emulator routes to
 
 # CPU pinning (2-core machine): proxies on CPU 1, load generators and backends on CPU 0.
 CPU_PROXY, CPU_CLIENT = "1", "0"
@@ -853,7 +855,8 @@ def main():
     with open(meta_path, "w") as f:
         json.dump(info, f, indent=1)
     log(f"done in {info['elapsed_s']} s; logs in {WORK}")
-    subprocess.run([sys.executable, os.path.join(ROOT, "benches", "report.py")], check=False)
+    if not os.environ.get("BENCH_NO_REPORT"):
+        subprocess.run([sys.executable, os.path.join(ROOT, "benches", "report.py")], check=False)
     if not os.environ.get("BENCH_KEEP_LOGS"):
         shutil.rmtree(WORK, ignore_errors=True)
 
