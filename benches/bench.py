@@ -32,11 +32,13 @@ EX = os.path.join(RELEASE, "examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Fixed loopback ports (away from kactivator's defaults so a dev instance does not collide).
-P_BACKEND_H1, P_BACKEND_H2 = 18081, 18082
-P_NGINX_H1, P_NGINX_H2 = 18083, 18084
-P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER = 18012, 18013, 18090, 18100, 18180
-P_GATEWAY = 18095  # the "Service VIP" the gateway emulator routes to
-P_OTLP = 18317  # the OTLP sink of --traces
+# BENCH_PORT_OFFSET shifts them all, for a second run on a shared machine.
+_O = int(os.environ.get("BENCH_PORT_OFFSET", "0"))
+P_BACKEND_H1, P_BACKEND_H2 = 18081 + _O, 18082 + _O
+P_NGINX_H1, P_NGINX_H2 = 18083 + _O, 18084 + _O
+P_HTTP, P_H2C, P_ADMIN, P_GRPC, P_AUTOSCALER = (p + _O for p in (18012, 18013, 18090, 18100, 18180))
+P_GATEWAY = 18095 + _O  # the "Service VIP" the gateway emulator routes to
+P_OTLP = 18317 + _O  # the OTLP sink of --traces
 
 # CPU pinning (2-core machine): proxies on CPU 1, load generators and backends on CPU 0.
 CPU_PROXY, CPU_CLIENT = "1", "0"
@@ -235,6 +237,16 @@ def cpu_ticks(pid):
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def own_ticks(pid):
+    """utime + stime (clock ticks) of `pid` alone, its threads included, its children not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def other_ticks():
@@ -634,7 +646,7 @@ def phase_cold(cfg):
         os.remove(csv_path)
     trials = cfg["cold_trials"]
     for delay in cfg["cold_delays"]:
-        for arch in ("activator", "adapter-retry", "adapter-hold"):
+        for arch in cfg["cold_archs"]:
             ready = os.path.join(WORK, f"ready-{arch}-{delay}.txt")
             open(ready, "w").close()
             extra = {"BENCH_GATEWAY_PORT": str(P_GATEWAY)} if arch != "activator" else {}
@@ -653,11 +665,16 @@ revisions:
                    "--grpc", f"127.0.0.1:{P_GRPC}", "--api", api, "--upstream", f"127.0.0.1:{P_GATEWAY}",
                    "--deadline-ms", "30000", "--zero-timeout-ms", "60000", "--csv", csv_path]
             log(f"cold: {arch}, app start delay {delay} ms, {trials} trials")
+            # kactivator's own CPU (not its pods'): the readiness poll's cost grows with the delay.
+            c0, t0 = own_ticks(kact.pid), time.time()
             try:
                 r = run(cmd, timeout=trials * 70 + 30)
                 sys.stdout.write(r.stderr[-400:])
             except subprocess.TimeoutExpired:
                 log(f"cold: {arch} {delay} ms timed out")
+            ms = (own_ticks(kact.pid) - c0) * 1000 / os.sysconf("SC_CLK_TCK")
+            log(f"cold: {arch} {delay} ms: kactivator CPU {ms:.0f} ms in {time.time() - t0:.1f} s, "
+                f"{ms / max(trials, 1):.1f} ms per cold start (scale-down included)")
             stop(kact)
             label = {"activator": "activator", "adapter-retry": f"adapter-retry-{api}",
                      "adapter-hold": f"adapter-hold-{api}"}[arch]
@@ -808,6 +825,10 @@ def main():
     ap.add_argument("--trials", type=int, help="cold-start trials per configuration")
     ap.add_argument("--traces", action="store_true",
                     help="warm: also measure kactivator exporting traces at 1 %% sampling")
+    ap.add_argument("--cold-delays", default="0,500,2000",
+                    help="comma-separated app start delays (ms) of the cold phase")
+    ap.add_argument("--cold-archs", default="activator,adapter-retry,adapter-hold",
+                    help="comma-separated architectures of the cold phase")
     args = ap.parse_args()
     atexit.register(cleanup)
     signal.signal(signal.SIGINT, on_signal)
@@ -817,7 +838,9 @@ def main():
     cfg = dict(
         warm_duration=3 if args.quick else 10, warm_reps=1 if args.quick else 3, warm_connections=64,
         h2_connections=16, h2_streams=8,
-        cold_trials=args.trials or (3 if args.quick else 30), cold_delays=[0, 500],
+        cold_trials=args.trials or (3 if args.quick else 30),
+        cold_delays=[int(d) for d in args.cold_delays.split(",")],
+        cold_archs=args.cold_archs.split(","),
         hold_requests=10000, hold_delay_ms=5000 if args.quick else 8000, hold_cc=100, hold_timeout_s=120,
         adapter_duration=3 if args.quick else 10, adapter_revisions=10,
         traces=args.traces,
@@ -863,7 +886,8 @@ def main():
     with open(meta_path, "w") as f:
         json.dump(info, f, indent=1)
     log(f"done in {info['elapsed_s']} s; logs in {WORK}")
-    subprocess.run([sys.executable, os.path.join(ROOT, "benches", "report.py")], check=False)
+    if not os.environ.get("BENCH_NO_REPORT"):
+        subprocess.run([sys.executable, os.path.join(ROOT, "benches", "report.py")], check=False)
     if not os.environ.get("BENCH_KEEP_LOGS"):
         shutil.rmtree(WORK, ignore_errors=True)
 

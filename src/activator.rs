@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tokio::sync::watch;
 
 use crate::{
-    autoscaler::ConcurrencyReporter, backends::Backends, context::Context, drain::Drain,
+    autoscaler_client::ConcurrencyReporter, backends::Backends, context::Context, drain::Drain,
     revisions::Revisions,
 };
 

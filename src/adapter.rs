@@ -32,7 +32,7 @@ use tracing::info;
 pub use self::tls::{ENV_CERT, ENV_CLIENT_CA, ENV_KEY, TlsError, load as load_tls};
 use self::{ext_authz::ExtAuthz, mixer::Mixer, params::Targets, poke::Sink, service::Shared};
 use crate::{
-    autoscaler::{AutoscalerClient, ClientConfig},
+    autoscaler_client::{AutoscalerClient, ClientConfig},
     context::Context,
     discovery::kingress::Routes,
     drain::Drain,

@@ -17,7 +17,8 @@ use crate::{
     activator::Activator,
     adapter::Adapter,
     admin::{Admin, Readiness},
-    autoscaler::{AutoscalerClient, ClientConfig, ConcurrencyReporter, LocalAutoscaler},
+    autoscaler::LocalAutoscaler,
+    autoscaler_client::{AutoscalerClient, ClientConfig, ConcurrencyReporter},
     backends::Backends,
     cli::Mode,
     config::{Config, DiscoveryKind, reload},
@@ -346,7 +347,7 @@ async fn discover(
         },
         (DiscoveryKind::Local, None) => Discovered {
             revisions: from_config(),
-            endpoints: crate::autoscaler::remote_endpoints(
+            endpoints: discovery::feed::remote_endpoints(
                 config.autoscaler.url.clone().unwrap_or_default(),
                 exit,
             ),

@@ -3,10 +3,12 @@
 //! Every source yields the same two tables ([`Discovered`]): the revisions table and the
 //! *discovered* endpoint table. `static` reads both from the (hot-reloaded) config. `local`
 //! takes revisions from the config and endpoints from the local autoscaler's process
-//! supervisor (see `autoscaler::local`). `kubernetes` watches Knative's Revisions and the
+//! supervisor (see `autoscaler::local`), in process, or over its endpoints [`feed`] when it
+//! runs as a separate process. `kubernetes` watches Knative's Revisions and the
 //! Endpoints of their Services (see [`kubernetes`]), and in adapter mode Knative's
 //! networking Ingresses for the adapter's route table (see [`kingress`]).
 
+pub mod feed;
 pub mod kingress;
 pub mod kubernetes;
 

@@ -20,7 +20,7 @@ use crate::{
         throttler::{Table, test_table},
     },
     adapter::{ext_authz, key},
-    autoscaler::{gob, wire},
+    autoscaler_client::{gob, wire},
     config::{Config, Encoding, SharedConfig},
     proto::{
         adapter::kactivator::config::Params, authorization::HandleAuthorizationRequest,

@@ -5,15 +5,17 @@
 //! ```text
 //! activator:  listener → handler → revision lookup → throttler (queue, capacity) → lb pick → proxy
 //!                                         ↑ capacity          ↑ healthy endpoints
-//!             discovery (static | local) → backends (probe) ──┘
+//!             discovery (static | local | feed | kubernetes) → backends (probe) ──┘
 //!             handler ──(in/out events)──→ concurrency reporter ──→ autoscaler client
 //! adapter:    gRPC service → key derivation → poke coalescer ──→ autoscaler client
 //! autoscaler: stats server → per-revision scaler → process supervisor → endpoints ──→ discovery
 //! ```
 //!
-//! Shared modules (`config`, `context`, `endpoints`, `discovery`, `backends`, `autoscaler` client)
-//! never import a mode module (`activator`, `adapter`); the wiring (`app`) imports the modes and
-//! hands each the same [`context::Context`].
+//! Modes: `activator`, `adapter`, `autoscaler` (the local, single-machine autoscaler). Shared
+//! modules (`config`, `context`, `endpoints`, `discovery` with the autoscaler's endpoints `feed`,
+//! `backends`, `autoscaler_client` — the stats client both architectures share — `backoff` and
+//! `status`) never import a mode module; the wiring (`app`) imports the modes and hands each the
+//! same [`context::Context`].
 #![forbid(unsafe_code)]
 
 pub mod activator;
@@ -21,7 +23,9 @@ pub mod adapter;
 pub mod admin;
 pub mod app;
 pub mod autoscaler;
+pub mod autoscaler_client;
 pub mod backends;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::Path, process::ExitCode};
 use clap::Parser;
 use kactivator::{
     app::{self, App},
+    autoscaler::{exec_pod, supervisor},
     cli::{Cli, LogFormat, Mode},
     config::{self, Config, PodEnv, Source},
     drain, telemetry,
@@ -18,6 +19,11 @@ const EXIT_CONFIG: u8 = 64;
 const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    // First: a pod's environment may well carry the demo app's variable.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == exec_pod::ARG) {
+        return exec_pod::main(args);
+    }
     if std::env::var_os(kactivator::demo::ENV).is_some() {
         return kactivator::demo::main();
     }
@@ -47,6 +53,12 @@ fn main() -> ExitCode {
         LogFormat::Text
     });
     let log_level = telemetry::init(format);
+    match std::env::current_exe() {
+        Ok(me) => supervisor::use_exec_wrapper(me),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot find this binary; local pods will outlive a crash")
+        }
+    }
     tracing::info!(mode = %cli.mode, config = %source, "Configuration loaded");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

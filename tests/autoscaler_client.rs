@@ -6,7 +6,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use kactivator::{
-    autoscaler::{AutoscalerClient, ClientConfig, ConcurrencyReporter, Stat, wire},
+    autoscaler_client::{AutoscalerClient, ClientConfig, ConcurrencyReporter, Stat, wire},
     config::Encoding,
     revision::RevisionKey,
 };

@@ -7,9 +7,10 @@ mod support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use kactivator::{
-    autoscaler::{AutoscalerClient, ClientConfig, Stat, remote_endpoints},
+    autoscaler_client::{AutoscalerClient, ClientConfig, Stat},
     cli::Mode,
     config::Encoding,
+    discovery::feed::remote_endpoints,
     endpoints::Endpoints,
     revision::RevisionKey,
 };

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kactivator::{
-    autoscaler::{MAX_FRAME, Stat, wire},
+    autoscaler::MAX_FRAME,
+    autoscaler_client::{Stat, wire},
     cli::Mode,
     revision::RevisionKey,
 };

@@ -23,7 +23,7 @@ use super::{
     timeouts::{Alarm, Clock},
     trace::RequestTrace,
 };
-use crate::autoscaler::{ConcurrencyReporter, RequestGuard};
+use crate::autoscaler_client::{ConcurrencyReporter, RequestGuard};
 
 /// What the activator answers with: a short local body, or the pod's streamed body.
 pub(crate) type ResponseBody = Either<Full<Bytes>, ProxiedBody>;

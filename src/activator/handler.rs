@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     admin::Readiness,
-    autoscaler::ConcurrencyReporter,
+    autoscaler_client::ConcurrencyReporter,
     backends::Backends,
     telemetry::{otel::Traces, propagation},
 };

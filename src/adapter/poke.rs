@@ -11,7 +11,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::coalescer::{Coalescer, Decision};
-use crate::{autoscaler::AutoscalerClient, metrics, revision::RevisionKey};
+use crate::{autoscaler_client::AutoscalerClient, metrics, revision::RevisionKey};
 
 /// Most keys (target, revision) the coalescer tracks at once.
 const MAX_KEYS: usize = 65_536;

@@ -26,9 +26,9 @@ use super::{
     server::{self, ServerState},
     status::{PodView, RunnerView, ScaleSource, ScaleTable},
     supervisor::{PodEvent, run_pod},
-    wire::Received,
 };
 use crate::{
+    autoscaler_client::wire::Received,
     config::{RevisionConfig, SharedConfig},
     context::Context,
     endpoints::Endpoints,

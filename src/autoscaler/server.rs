@@ -35,15 +35,17 @@ use tokio_tungstenite::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{remote::Snapshot, wire};
-use crate::{endpoints::Endpoints, metrics as m};
+use crate::{
+    autoscaler_client::wire,
+    discovery::feed::{ENDPOINTS_PATH, Snapshot},
+    endpoints::Endpoints,
+    metrics as m,
+};
 
 /// Largest stats frame accepted; bigger ones are dropped (the connection is kept).
 pub const MAX_FRAME: usize = 1024 * 1024;
 /// Beyond this the websocket layer itself gives up on the connection.
 const MAX_WS_MESSAGE: usize = 4 * MAX_FRAME;
-/// The endpoints feed path.
-pub const ENDPOINTS_PATH: &str = "/endpoints";
 /// How long closing handshakes may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 

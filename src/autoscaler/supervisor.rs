@@ -4,13 +4,14 @@
 //! `revisions[].env`, in its own process group. It is ready once its port accepts a TCP
 //! connection; one that is not ready within `startup_timeout`, or that exits, is killed and
 //! restarted with backoff. Stopping sends SIGTERM to the group, then SIGKILL after a grace
-//! period. `kill_on_drop` covers the case where the supervising task itself is dropped.
+//! period. `kill_on_drop` covers the case where the supervising task itself is dropped, and
+//! the [`exec_pod`] wrapper the case where this whole process dies, SIGKILL included.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Stdio,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -27,24 +28,39 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{config::RevisionConfig, revision::RevisionKey};
+use super::exec_pod;
+use crate::{backoff::Backoff, config::RevisionConfig, revision::RevisionKey};
 
 /// SIGTERM → SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Readiness is polled (a TCP connect to the pod's port) first after this long, then at
-/// doubling intervals up to [`READY_POLL_MAX`]. The interval is pure cold-start latency
-/// (uniform in [0, interval) after the app binds), while a refused connect on loopback costs
-/// microseconds: poll often.
+/// Readiness is polled (a TCP connect to the pod's port) this often, from the start to
+/// `startup_timeout`. The interval is pure cold-start latency (uniform in [0, interval) after
+/// the app binds), while a refused connect on loopback costs a few microseconds: 1 ms, tokio's
+/// timer resolution, for the whole start. It was 1 ms doubling to 5 ms, which added ~5 ms to
+/// every app that takes more than a few milliseconds to bind.
 const READY_POLL: Duration = Duration::from_millis(1);
-const READY_POLL_MAX: Duration = Duration::from_millis(5);
 /// A connect that neither succeeds nor is refused this fast counts as not ready yet.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
-const RESTART_BACKOFF_BASE: Duration = Duration::from_millis(200);
-const RESTART_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Restart delay: 200 ms after a pod that had been ready and after the first start that never
+/// got ready, doubling per further start in a row that never got ready, capped at 10 s, plus
+/// up to 50 % jitter.
+pub const RESTART_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), 2.0, Duration::from_secs(10));
 /// Longest line forwarded from a pod's output; longer lines are split.
 const MAX_LINE: u64 = 8 * 1024;
 /// The program name that means "this very binary" (the built-in demo app needs nothing else).
 pub const SELF_PROGRAM: &str = "kactivator";
+
+/// The kactivator binary that starts pods through [`exec_pod`], so that they die with us.
+static EXEC_WRAPPER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Starts every pod of this process through `binary exec-pod -- CMD…` (see [`exec_pod`]).
+/// The binary's `main` calls it with itself; a library user (a test running the autoscaler in
+/// its own process) may pass the `kactivator` binary. Without it pods are started directly
+/// and survive a SIGKILL of this process. The first call wins.
+pub fn use_exec_wrapper(binary: PathBuf) {
+    let _ = EXEC_WRAPPER.set(binary);
+}
 
 /// What a pod tells its revision's runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +87,8 @@ pub async fn run_pod(
             Outcome::WasReady => failures = 0,
             Outcome::NeverReady => failures = failures.saturating_add(1),
         }
-        let delay = restart_backoff(failures);
+        // The first restart in a row waits the base, whichever way the pod ended.
+        let delay = RESTART_BACKOFF.delay(failures.saturating_sub(1));
         warn!(revision = %key, pod = id, ?delay, "Pod exited; restarting");
         tokio::select! {
             () = stop.cancelled() => return,
@@ -160,7 +177,22 @@ fn spawn(key: &RevisionKey, cfg: &RevisionConfig, port: u16) -> std::io::Result<
     } else {
         PathBuf::from(program)
     };
-    let mut cmd = Command::new(program);
+    // The wrapper arms the parent-death signal, which Linux sends when the *thread* that
+    // forked exits. This fork happens right here, on the thread polling this task: a tokio
+    // worker (or the runtime's `block_on` thread), which lives as long as the runtime. Never
+    // move it to `spawn_blocking` or `block_in_place`: those threads exit after 10 s idle and
+    // would take the pods with them.
+    let mut cmd = match EXEC_WRAPPER.get() {
+        Some(wrapper) => {
+            let mut cmd = Command::new(wrapper);
+            cmd.arg(exec_pod::ARG)
+                .arg("--")
+                .arg(program)
+                .env(exec_pod::PARENT_ENV, std::process::id().to_string());
+            cmd
+        }
+        None => Command::new(program),
+    };
     cmd.args(args)
         .env("PORT", port.to_string())
         .env("K_REVISION", key.name())
@@ -209,18 +241,20 @@ async fn forward(stream: impl AsyncRead + Unpin, key: RevisionKey, name: &'stati
 /// Polls until `addr` accepts a connection, or `timeout` passes.
 async fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut pause = READY_POLL;
+    // Ticks on the timer's millisecond boundaries: a `sleep(1 ms)` after each attempt would
+    // round up to 2 ms. A slow attempt skips the ticks it missed rather than bursting.
+    let mut tick = tokio::time::interval(READY_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        tick.tick().await;
         let attempt =
             tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr));
         if let Ok(Ok(_)) = attempt.await {
             return true;
         }
-        if Instant::now() + pause >= deadline {
+        if Instant::now() + READY_POLL >= deadline {
             return false;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(READY_POLL_MAX);
     }
 }
 
@@ -263,22 +297,15 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn restart_backoff(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.min(16));
-    RESTART_BACKOFF_BASE
-        .saturating_mul(factor)
-        .min(RESTART_BACKOFF_CAP)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn restart_backoff_doubles_and_is_capped() {
-        assert_eq!(restart_backoff(0), RESTART_BACKOFF_BASE);
-        assert_eq!(restart_backoff(1), RESTART_BACKOFF_BASE * 2);
-        assert_eq!(restart_backoff(40), RESTART_BACKOFF_CAP);
+        assert_eq!(RESTART_BACKOFF.nominal(0), Duration::from_millis(200));
+        assert_eq!(RESTART_BACKOFF.nominal(1), Duration::from_millis(400));
+        assert_eq!(RESTART_BACKOFF.nominal(40), Duration::from_secs(10));
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub struct TestApp {
 
 pub async fn start(mode: Mode, yaml: &str) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Pods start through the real binary's exec wrapper, as they do under `main`.
+    kactivator::autoscaler::supervisor::use_exec_wrapper(env!("CARGO_BIN_EXE_kactivator").into());
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("kactivator.yaml");
     let text = format!("{LISTEN}{yaml}");

@@ -107,7 +107,19 @@ pub fn start_mode_env(
     nofile: Option<u32>,
     env: &[(&str, &str)],
 ) -> Running {
-    let ports = Ports::free();
+    start_on(Ports::free(), mode, dir, yaml, nofile, env)
+}
+
+/// Starts the binary in `mode` on `ports` (a restart passes the ports of the run it replaces);
+/// otherwise as [`start_activator_env`].
+pub fn start_on(
+    ports: Ports,
+    mode: &str,
+    dir: &Path,
+    yaml: &str,
+    nofile: Option<u32>,
+    env: &[(&str, &str)],
+) -> Running {
     let path = dir.join("kactivator.yaml");
     std::fs::write(&path, format!("{}{yaml}", ports.yaml())).unwrap();
     let bin = env!("CARGO_BIN_EXE_kactivator");

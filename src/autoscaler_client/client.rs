@@ -18,7 +18,6 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng as _;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_tungstenite::tungstenite::{
     Message,
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{ClientConfig, Stat, wire};
-use crate::{metrics as m, revision::RevisionKey, status};
+use crate::{backoff::Backoff, metrics as m, revision::RevisionKey, status};
 
 /// Knative: ping every pongTimeout/3.
 const PING_PERIOD: Duration = Duration::from_millis(3_333);
@@ -38,9 +37,8 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A frame that cannot be written within this long means a dead connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_FACTOR: f64 = 1.3;
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Knative's durable connection backoff: 100 ms × 1.3ⁿ, capped at 5 s, plus up to 50 % jitter.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), 1.3, Duration::from_secs(5));
 /// Pokes remembered while disconnected are re-sent only if younger than this: a request that
 /// old has timed out (the default revision timeout is 300 s).
 pub const POKE_MEMORY: Duration = Duration::from_secs(300);
@@ -244,7 +242,7 @@ impl Connection {
         let mut immediate = false;
         loop {
             if !immediate {
-                let delay = backoff(attempt.saturating_sub(1));
+                let delay = RECONNECT.delay(attempt.saturating_sub(1));
                 if attempt > 0 && self.absorb_until(tokio::time::sleep(delay)).await.is_none() {
                     return;
                 }
@@ -437,28 +435,9 @@ async fn write(sink: &mut Sink, msg: Message) -> bool {
     ok
 }
 
-/// Knative's durable connection backoff: 100 ms × 1.3ⁿ plus up to 50 % jitter, capped.
-fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_BASE.as_secs_f64() * BACKOFF_FACTOR.powi(attempt.min(30) as i32);
-    let jittered = base * (1.0 + rand::rng().random_range(0.0..0.5));
-    Duration::from_secs_f64(jittered.min(BACKOFF_CAP.as_secs_f64()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let first = backoff(0);
-        assert!(
-            first >= BACKOFF_BASE && first <= BACKOFF_BASE * 3 / 2,
-            "{first:?}"
-        );
-        let fifth = backoff(4);
-        assert!(fifth >= Duration::from_millis(285), "{fifth:?}");
-        assert!(backoff(100) <= BACKOFF_CAP);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn pending_pokes_are_deduplicated_and_expire() {

@@ -151,8 +151,8 @@ async fn a_revision_with_a_request_in_flight_is_never_forgotten() {
 #[tokio::test(start_paused = true)]
 async fn guard_drop_records_the_departure() {
     let client_exit = CancellationToken::new();
-    let client = crate::autoscaler::AutoscalerClient::spawn(
-        crate::autoscaler::ClientConfig {
+    let client = crate::autoscaler_client::AutoscalerClient::spawn(
+        crate::autoscaler_client::ClientConfig {
             url: "ws://127.0.0.1:9".into(),
             encoding: crate::config::Encoding::Protobuf,
             pod_name: "p".into(),

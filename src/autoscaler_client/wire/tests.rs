@@ -1,5 +1,5 @@
 use super::*;
-use crate::autoscaler::gob::tests::{GOB_1, GOB_2, unhex};
+use crate::autoscaler_client::gob::tests::{GOB_1, GOB_2, unhex};
 
 /// Golden vectors from Python `protobuf` (shared/vectors/README.md).
 const PB_1: &str = "0a320a0764656661756c74121368656c6c6f776f726c642d676f2d30303030311a1211000000000000f03f21000000000000f03f";

@@ -1,6 +1,6 @@
-//! The endpoints feed of a local autoscaler running as a separate process, and its client.
+//! The endpoints feed of a local autoscaler running as a separate process: its document and its client.
 //!
-//! `ws://<listen.autoscaler>/endpoints` pushes one JSON text frame per change:
+//! `ws://<listen.autoscaler>/endpoints` (served by `crate::autoscaler`) pushes one JSON text frame per change:
 //! `{"revisions":[{"namespace":"default","name":"hello","endpoints":["127.0.0.1:40123"]}]}`
 //! (every revision with at least one ready pod, sorted). A plain `GET /endpoints` returns the
 //! same document once.
@@ -14,14 +14,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::server::ENDPOINTS_PATH;
 use crate::{
+    backoff::Backoff,
     endpoints::{EndpointMap, Endpoints},
     revision::RevisionKey,
 };
 
-const RETRY_BASE: Duration = Duration::from_millis(100);
-const RETRY_CAP: Duration = Duration::from_secs(5);
+/// Where the autoscaler serves the feed (websocket) and the document (plain GET).
+pub const ENDPOINTS_PATH: &str = "/endpoints";
+/// The stats client's reconnect rule: 100 ms × 1.3ⁿ, capped at 5 s, plus up to 50 % jitter.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), 1.3, Duration::from_secs(5));
 /// Larger documents are refused (a few thousand revisions fit easily).
 const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
 
@@ -78,8 +80,11 @@ impl Snapshot {
 }
 
 /// Endpoints published by a local autoscaler running as a separate process at `url`
-/// (`autoscaler.url`). Reconnects until `exit`; while disconnected the table is empty, because
-/// that autoscaler stops its pods when it goes away.
+/// (`autoscaler.url`). Reconnects until `exit`, with jittered backoff. While disconnected the
+/// last table stays in force: the prober keeps checking every pod in it, so a pod that went
+/// away with its autoscaler leaves the healthy table at its first failed probe, and a pod
+/// still running keeps serving warm traffic. The first document after a reconnect replaces
+/// the table whole.
 pub fn remote_endpoints(url: String, exit: CancellationToken) -> watch::Receiver<Endpoints> {
     let (tx, rx) = watch::channel(Endpoints::default());
     let feed = format!("{}{ENDPOINTS_PATH}", url.trim_end_matches('/'));
@@ -114,16 +119,13 @@ pub fn remote_endpoints(url: String, exit: CancellationToken) -> watch::Receiver
                             Some(Ok(_)) => {}
                         }
                     }
-                    tx.send_replace(Endpoints::default());
-                    warn!(url = %feed, "Endpoints feed lost; reconnecting");
+                    warn!(url = %feed, "Endpoints feed lost; keeping its last endpoints while they pass their probes, reconnecting");
                 }
                 Ok(Err(error)) => debug!(url = %feed, %error, "Endpoints feed unreachable"),
                 Err(_) => debug!(url = %feed, "Endpoints feed handshake timed out"),
             }
+            let delay = RECONNECT.delay(failures);
             failures = failures.saturating_add(1);
-            let delay = RETRY_BASE
-                .saturating_mul(2u32.saturating_pow(failures.min(8)))
-                .min(RETRY_CAP);
             tokio::select! {
                 () = exit.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
