@@ -8,31 +8,17 @@ mod support;
 use std::{collections::BTreeSet, time::Duration};
 
 use support::{
-    apiserver::{FakeApiServer, KPath, kingress},
+    apiserver::{KPath, kingress},
     app::metric_value,
-    autoscaler::FakeAutoscaler,
     binary::{Running, start_mode_env, try_get},
+    cluster::Cluster,
     mixer::*,
     wait,
 };
 
 const NS: &str = "default";
 
-struct Cluster {
-    api: FakeApiServer,
-    autoscaler: FakeAutoscaler,
-    dir: tempfile::TempDir,
-}
-
 impl Cluster {
-    async fn start() -> Self {
-        Self {
-            api: FakeApiServer::start().await,
-            autoscaler: FakeAutoscaler::start().await,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
     /// The binary in adapter mode with `discovery: kubernetes`, once `/readyz` says 200 (every
     /// watch, KIngress included, has listed).
     async fn adapter(&self) -> Running {

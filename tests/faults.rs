@@ -18,7 +18,7 @@ use std::{
 use futures_util::SinkExt;
 use kactivator::{discovery::feed::remote_endpoints, endpoints::Endpoints, revision::RevisionKey};
 use support::{
-    autoscaler::{is_alive, pids_with_env},
+    autoscaler::{Reaper, is_alive, pids_with_env},
     binary::{Ports, Running, free_port, start_on, try_exchange, try_get},
     wait,
 };
@@ -35,22 +35,6 @@ fn marker(test: &str) -> (String, String) {
         "KACTIVATOR_TEST_MARKER".into(),
         format!("{test}-{}", std::process::id()),
     )
-}
-
-/// Kills whatever pods a test leaves behind (a failing run must not leak processes).
-struct Sweep(String);
-
-impl Drop for Sweep {
-    fn drop(&mut self) {
-        for pid in pids_with_env(&self.0) {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
 }
 
 /// `revisions:` with one always-on demo revision `hello`, marked with `(k, v)`.
@@ -115,7 +99,7 @@ async fn all_gone(pids: &[u32], limit: Duration) -> bool {
 async fn pods_die_with_a_sigkilled_autoscaler() {
     let (k, v) = marker("faults-sigkill");
     let marker = format!("{k}={v}");
-    let _sweep = Sweep(marker.clone());
+    let _sweep = Reaper(marker.clone());
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let mut autoscaler = start_autoscaler(ports, dir.path(), &k, &v);
@@ -251,7 +235,7 @@ impl Traffic {
 async fn a_lost_autoscaler_does_not_touch_warm_traffic() {
     let (k, v) = marker("faults-feed");
     let marker = format!("{k}={v}");
-    let _sweep = Sweep(marker.clone());
+    let _sweep = Reaper(marker.clone());
     let (adir, vdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let aports = Ports::free();
     let mut autoscaler = start_autoscaler(aports, adir.path(), &k, &v);

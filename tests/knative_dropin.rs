@@ -25,6 +25,7 @@ use support::{
     autoscaler::FakeAutoscaler,
     backend::{QueueProxy, queue_proxies},
     binary::{Running, start_activator_env},
+    cluster::Cluster,
     wait,
 };
 use tokio::{task::JoinHandle, time::Instant};
@@ -347,22 +348,7 @@ async fn the_fake_forbids_and_goes_down_on_demand() {
 
 // --- The binary against the fake ------------------------------------------------------------
 
-/// A fake cluster: the API server, the autoscaler, and a directory for configs and logs.
-struct Cluster {
-    api: FakeApiServer,
-    autoscaler: FakeAutoscaler,
-    dir: tempfile::TempDir,
-}
-
 impl Cluster {
-    async fn start() -> Self {
-        Self {
-            api: FakeApiServer::start().await,
-            autoscaler: FakeAutoscaler::start().await,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
     /// The binary with `discovery: kubernetes`, no `revisions[]`, as activator `pod_ip`.
     fn activator(&self, pod_ip: &str) -> Running {
         let dir = self.dir.path().join(pod_ip);

@@ -7,6 +7,7 @@ pub mod autoscaler;
 pub mod backend;
 pub mod binary;
 pub mod cdp;
+pub mod cluster;
 pub mod h2;
 pub mod mixer;
 pub mod otlp;
