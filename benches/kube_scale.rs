@@ -49,7 +49,7 @@ use apiserver::{
     FakeApiServer, KPath, Protocol, kingress, private_endpoints, public_endpoints, revision,
 };
 use autoscaler::FakeAutoscaler;
-use binary::{Running, start_activator_env, start_mode_env};
+use binary::{Ports, Running, start_activator_env, start_on};
 use parking_lot::Mutex;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -624,14 +624,7 @@ async fn cold(args: &Args) {
     let name = |t: usize| format!("cold-{t:03}-00001");
     for t in 0..args.trials {
         api.apply(revision(ns, &name(t), 0, Protocol::Http1));
-        api.apply(private_endpoints(
-            ns,
-            &name(t),
-            &[],
-            &[],
-            "http",
-            pod_addr.port(),
-        ));
+        api.apply(pod_endpoints(ns, &name(t), pod_addr, false));
         api.apply(public_endpoints(ns, &name(t), &[POD_IP]));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -680,14 +673,7 @@ async fn cold(args: &Args) {
         // Let the poke settle so that the request is surely waiting, then publish the pod.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let published = Instant::now();
-        api.apply(private_endpoints(
-            ns,
-            &rev,
-            &[&pod_addr.ip().to_string()],
-            &[],
-            "http",
-            pod_addr.port(),
-        ));
+        api.apply(pod_endpoints(ns, &rev, pod_addr, true));
         let status = tokio::time::timeout(Duration::from_secs(10), request)
             .await
             .ok()
@@ -771,14 +757,7 @@ async fn adapter_cold(args: &Args) {
     for t in 0..args.trials {
         let rev = name(t);
         api.apply(revision(ns, &rev, 0, Protocol::Http1));
-        api.apply(private_endpoints(
-            ns,
-            &rev,
-            &[],
-            &[],
-            "http",
-            pod_addr.port(),
-        ));
+        api.apply(pod_endpoints(ns, &rev, pod_addr, false));
         let splits = [(rev.as_str(), 100)];
         let paths = [KPath {
             path: None,
@@ -799,7 +778,8 @@ async fn adapter_cold(args: &Args) {
         "discovery: kubernetes\nautoscaler:\n  url: {}\nadapter:\n  hold_until_ready: 30s\n",
         autoscaler.url()
     );
-    let a = start_mode_env(
+    let a = start_on(
+        Ports::free(),
         "adapter",
         dir.path(),
         &yaml,
@@ -851,14 +831,7 @@ async fn adapter_cold(args: &Args) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let held = !check.is_finished();
         let published = Instant::now();
-        api.apply(private_endpoints(
-            ns,
-            &rev,
-            &[&pod_addr.ip().to_string()],
-            &[],
-            "http",
-            pod_addr.port(),
-        ));
+        api.apply(pod_endpoints(ns, &rev, pod_addr, true));
         let reply = tokio::time::timeout(Duration::from_secs(10), check)
             .await
             .ok()
@@ -899,6 +872,14 @@ async fn adapter_cold(args: &Args) {
 }
 
 /// Nearest-rank percentile of sorted values.
+/// The private Endpoints of a cold-start revision on `pod`'s port: with `pod` ready, or with no
+/// address yet (the port stays, as Knative's Service keeps it).
+fn pod_endpoints(ns: &str, rev: &str, pod: SocketAddr, ready: bool) -> serde_json::Value {
+    let ip = pod.ip().to_string();
+    let ready: &[&str] = if ready { &[&ip] } else { &[] };
+    private_endpoints(ns, rev, ready, &[], "http", pod.port())
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, time::Duration};
 use support::{
     apiserver::{KPath, kingress},
     app::metric_value,
-    binary::{Running, start_mode_env, try_get},
+    binary::{Ports, Running, start_on, try_get},
     cluster::Cluster,
     mixer::*,
     wait,
@@ -28,7 +28,8 @@ impl Cluster {
             "discovery: kubernetes\nautoscaler:\n  url: {}\nadapter:\n  poke_interval: 1ms\n",
             self.autoscaler.url()
         );
-        let a = start_mode_env(
+        let a = start_on(
+            Ports::free(),
             "adapter",
             self.dir.path(),
             &yaml,

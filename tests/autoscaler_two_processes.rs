@@ -7,7 +7,7 @@ mod support;
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use support::{
-    binary::{start_mode_env, try_exchange},
+    binary::{Ports, start_on, try_exchange},
     wait::until_some,
 };
 
@@ -73,7 +73,8 @@ fn the_documented_processes_do_not_collide_on_default_ports() {
 #[tokio::test]
 async fn an_activator_with_a_separate_autoscaler_serves_a_request() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut autoscaler = start_mode_env(
+    let mut autoscaler = start_on(
+        Ports::free(),
         "autoscaler",
         a_dir.path(),
         &documented("autoscaler.yaml"),
@@ -86,7 +87,14 @@ async fn an_activator_with_a_separate_autoscaler_serves_a_request() {
         &format!("ws://{}", autoscaler.ports.autoscaler),
     );
     assert!(activator_yaml.contains(&autoscaler.ports.autoscaler.to_string()));
-    let mut activator = start_mode_env("activator", b_dir.path(), &activator_yaml, None, &[]);
+    let mut activator = start_on(
+        Ports::free(),
+        "activator",
+        b_dir.path(),
+        &activator_yaml,
+        None,
+        &[],
+    );
 
     let get = "GET / HTTP/1.1\r\nHost: hello.example.com\r\nConnection: close\r\n\r\n";
     let answer = until_some("an answer from the activator", async || {

@@ -54,6 +54,9 @@ struct On {
     last: Option<Span>,
     /// Attempts so far.
     attempts: u32,
+    /// The server span is sampled: attributes are built only then (an unsampled span still
+    /// carries its context to the pod, but nobody ever sees its attributes).
+    recording: bool,
 }
 
 impl RequestTrace {
@@ -64,22 +67,26 @@ impl RequestTrace {
             Some(remote) => Context::new().with_remote_span_context(remote),
             None => Context::new(),
         };
-        let span = tracer
+        let mut span = tracer
             .span_builder(inbound.method.clone())
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(&tracer, &parent);
+        let recording = span.is_recording();
+        if recording {
+            span.set_attributes([
                 KeyValue::new("http.request.method", inbound.method.clone()),
                 KeyValue::new("url.path", inbound.path.clone()),
                 KeyValue::new(REVISION, rev.key.name().to_owned()),
                 KeyValue::new(NAMESPACE, rev.key.namespace().to_owned()),
-            ])
-            .start_with_context(&tracer, &parent);
+            ]);
+        }
         Self(Some(Box::new(On {
             tracer,
             cx: Context::new().with_span(span),
             b3: inbound.parent.b3,
             last: None,
             attempts: 0,
+            recording,
         })))
     }
 
@@ -87,16 +94,20 @@ impl RequestTrace {
     /// whether the revision had no pod (a cold start).
     pub(crate) fn queue(&self, rev: &Arc<Revision>, cold: bool) -> QueueSpan {
         QueueSpan(self.0.as_ref().map(|on| {
-            on.tracer
+            let mut span = on
+                .tracer
                 .span_builder("throttler_try")
                 .with_kind(SpanKind::Internal)
-                .with_attributes([
+                .start_with_context(&on.tracer, &on.cx);
+            if on.recording {
+                span.set_attributes([
                     KeyValue::new(REVISION, rev.key.name().to_owned()),
                     KeyValue::new(NAMESPACE, rev.key.namespace().to_owned()),
                     KeyValue::new("kactivator.queue.depth", rev.breaker.waiting() as i64),
                     KeyValue::new("kactivator.cold_start", cold),
-                ])
-                .start_with_context(&on.tracer, &on.cx)
+                ]);
+            }
+            span
         }))
     }
 
@@ -105,16 +116,18 @@ impl RequestTrace {
         Attempt(self.0.as_mut().map(|on| {
             let retry = on.attempts;
             on.attempts += 1;
-            let span = on
+            let mut span = on
                 .tracer
                 .span_builder("activator_proxy")
                 .with_kind(SpanKind::Client)
-                .with_attributes([
+                .start_with_context(&on.tracer, &on.cx);
+            if on.recording {
+                span.set_attributes([
                     KeyValue::new("server.address", addr.ip().to_string()),
                     KeyValue::new("server.port", i64::from(addr.port())),
                     KeyValue::new("kactivator.retry", i64::from(retry)),
-                ])
-                .start_with_context(&on.tracer, &on.cx);
+                ]);
+            }
             (span, on.b3)
         }))
     }

@@ -96,18 +96,7 @@ pub fn start_activator_env(
     nofile: Option<u32>,
     env: &[(&str, &str)],
 ) -> Running {
-    start_mode_env("activator", dir, yaml, nofile, env)
-}
-
-/// [`start_activator_env`] in any `--mode`.
-pub fn start_mode_env(
-    mode: &str,
-    dir: &Path,
-    yaml: &str,
-    nofile: Option<u32>,
-    env: &[(&str, &str)],
-) -> Running {
-    start_on(Ports::free(), mode, dir, yaml, nofile, env)
+    start_on(Ports::free(), "activator", dir, yaml, nofile, env)
 }
 
 /// Starts the binary in `mode` on `ports` (a restart passes the ports of the run it replaces);
